@@ -1,0 +1,84 @@
+"""Run profiles: every number that differs between a CPU check and a real GPU run.
+
+``COURSE_PROFILE=fast`` (the default) is what CI and CPU laptops run: subsets of the
+data and few epochs, so that the whole course executes on 2 CPU cores in minutes.
+``COURSE_PROFILE=full`` is what a student with a GPU runs: whole data sets, real epochs.
+Notebooks and the grader read the profile only through `settings()`.
+"""
+
+import copy
+import os
+
+PROFILE_ENV_VAR = "COURSE_PROFILE"
+DEFAULT_PROFILE = "fast"
+
+# One block per notebook (and one for the grader). `None` means "the whole split".
+PROFILES = {
+    "fast": {
+        "demo": {"train_examples": 6000, "test_examples": 1000, "epochs": 3, "batch_size": 128},
+        "lab1": {"train_examples": 8000, "test_examples": 1000, "epochs": 4, "batch_size": 64},
+        "lab2": {
+            "train_examples": 2000,
+            "test_examples": 1000,
+            "image_size": 32,
+            "frozen_epochs": 1,
+            "finetune_epochs": 1,
+            "batch_size": 64,
+        },
+        "lab3": {"train_examples": 12000, "test_examples": 1000, "epochs": 5, "batch_size": 128},
+        "lab4": {"train_examples": 10000, "test_examples": 1000, "epochs": 4, "batch_size": 128},
+        "lab5": {"num_images": 4000, "epochs": 4, "batch_size": 128, "betas": [1.0, 4.0]},
+        "grading": {"num_samples": 1000, "notebook_timeout_s": 900},
+    },
+    "full": {
+        "demo": {"train_examples": None, "test_examples": None, "epochs": 20, "batch_size": 128},
+        "lab1": {"train_examples": None, "test_examples": None, "epochs": 20, "batch_size": 128},
+        "lab2": {
+            "train_examples": None,
+            "test_examples": None,
+            "image_size": 64,
+            "frozen_epochs": 2,
+            "finetune_epochs": 3,
+            "batch_size": 128,
+        },
+        "lab3": {"train_examples": None, "test_examples": None, "epochs": 30, "batch_size": 128},
+        "lab4": {"train_examples": None, "test_examples": None, "epochs": 40, "batch_size": 128},
+        "lab5": {"num_images": 40000, "epochs": 20, "batch_size": 128, "betas": [1.0, 4.0, 8.0]},
+        "grading": {"num_samples": 5000, "notebook_timeout_s": 5400},
+    },
+}
+
+
+def active_profile(profile=None):
+    """Returns the profile name in force: the argument, else ``$COURSE_PROFILE``, else "fast".
+
+    Raises:
+        ValueError: if the name is not a known profile.
+    """
+    name = profile or os.environ.get(PROFILE_ENV_VAR) or DEFAULT_PROFILE
+    if name not in PROFILES:
+        raise ValueError(
+            f"Unknown run profile. Expected one of {sorted(PROFILES)} "
+            f"(set {PROFILE_ENV_VAR}). Received: profile={name!r}"
+        )
+    return name
+
+
+def settings(section, profile=None):
+    """Returns a copy of the numbers of one notebook (or of the grader) in a profile.
+
+    Args:
+        section: "demo", "lab1" ... "lab5" or "grading".
+        profile: "fast" or "full"; defaults to `active_profile()`.
+
+    Raises:
+        ValueError: on an unknown section or profile.
+    """
+    name = active_profile(profile)
+    blocks = PROFILES[name]
+    if section not in blocks:
+        raise ValueError(
+            f"Unknown profile section. Expected one of {sorted(blocks)}. "
+            f"Received: section={section!r}"
+        )
+    return copy.deepcopy(blocks[section])

@@ -1,0 +1,86 @@
+"""Regenerates assignments/ (student versions) and solutions/ from source/ with nbgrader.
+
+Usage: python scripts/generate_assignments.py [--check] [LAB ...]
+
+--check regenerates into a temporary copy and fails if the committed folders differ.
+"""
+
+import argparse
+import filecmp
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+
+COURSE_ROOT = pathlib.Path(__file__).resolve().parent.parent
+GENERATED = ("assignments", "solutions")
+
+
+def assignment_names(root):
+    return sorted(path.name for path in (root / "source").iterdir() if path.is_dir() and not path.name.startswith("."))
+
+
+def generate(root, names):
+    """Runs nbgrader generate_assignment and generate_solution in `root` for `names`."""
+    # nbgrader runs `alembic` from PATH: use the one beside this interpreter.
+    environment = dict(os.environ, PATH=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    with tempfile.TemporaryDirectory() as scratch:
+        database = f"sqlite:///{pathlib.Path(scratch) / 'gradebook.db'}"
+        for name in names:
+            for command in ("generate_assignment", "generate_solution"):
+                subprocess.run(
+                    [sys.executable, "-m", "nbgrader", command, name, "--force",
+                     f"--CourseDirectory.root={root}", f"--CourseDirectory.db_url={database}",
+                     "--log-level=WARN"],
+                    cwd=root,
+                    env=environment,
+                    check=True,
+                )
+
+
+def differences(left, right):
+    """Lists files that differ between two folder trees."""
+    comparison = filecmp.dircmp(left, right)
+    found = [str(pathlib.Path(left) / name) for name in comparison.left_only + comparison.right_only]
+    found += [str(pathlib.Path(left) / name) for name in comparison.diff_files]
+    for sub in comparison.common_dirs:
+        found += differences(pathlib.Path(left) / sub, pathlib.Path(right) / sub)
+    return found
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true")
+    parser.add_argument("--root", type=pathlib.Path, default=COURSE_ROOT, help="course folder")
+    parser.add_argument("labs", nargs="*")
+    arguments = parser.parse_args(argv)
+    root = arguments.root.resolve()
+    names = arguments.labs or assignment_names(root)
+    if not arguments.check:
+        generate(root, names)
+        print(f"Generated {', '.join(names)} into assignments/ and solutions/.")
+        return 0
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = pathlib.Path(scratch) / "course"
+        copy.mkdir()
+        for item in ("source", "nbgrader_config.py"):
+            source = root / item
+            (shutil.copytree if source.is_dir() else shutil.copy)(source, copy / item)
+        generate(copy, names)
+        stale = []
+        for folder in GENERATED:
+            (copy / folder).mkdir(exist_ok=True)
+            (root / folder).mkdir(exist_ok=True)
+            stale += differences(root / folder, copy / folder)
+    if stale:
+        print("Generated folders are out of date; run: python scripts/generate_assignments.py")
+        print("\n".join(f"  {path}" for path in stale))
+        return 1
+    print("assignments/ and solutions/ are up to date.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
