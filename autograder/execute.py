@@ -10,7 +10,7 @@ import threading
 import time
 
 import nbformat
-from jupyter_client import KernelManager
+from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -22,6 +22,10 @@ PROBE_CELL_TAG = "course-probe"
 MAX_OUTPUT_BYTES = 2_000_000
 WATCHDOG_PERIOD_S = 0.5
 PROBE_TIMEOUT_S = 600
+# After a time-out the kernel may still be busy (a loop that swallows interrupts).
+PROBE_TIMEOUT_AFTER_TIMEOUT_S = 60
+# How long a kernel gets to answer an interrupt before it is killed.
+INTERRUPT_GRACE_S = 20
 STARTUP_TIMEOUT_S = 120
 
 
@@ -62,14 +66,18 @@ class _LimitedClient(NotebookClient):
 
 
 class _Watchdog(threading.Thread):
-    """Kills the kernel when it exceeds its memory limit; records its peak memory."""
+    """Kills the kernel above its memory limit or past `kill_at`; records peak memory.
+
+    The wall-clock kill is the backstop for kernels that ignore interrupts.
+    """
 
     def __init__(self, kernel_manager, memory_limit_mb):
         super().__init__(daemon=True)
         self.kernel_manager = kernel_manager
         self.memory_limit_mb = memory_limit_mb
+        self.kill_at = float("inf")
         self.peak_mb = 0.0
-        self.killed_for_memory = False
+        self.killed_for = ""
         self._stop_event = threading.Event()
 
     def run(self):
@@ -80,7 +88,10 @@ class _Watchdog(threading.Thread):
             used_mb = sandbox.tree_memory_mb(pid)
             self.peak_mb = max(self.peak_mb, used_mb)
             if used_mb > self.memory_limit_mb:
-                self.killed_for_memory = True
+                self.killed_for = "memory"
+            elif time.time() > self.kill_at:
+                self.killed_for = "timeout"
+            if self.killed_for:
                 sandbox.kill_tree(pid)
                 return
 
@@ -96,12 +107,14 @@ def _kernel_manager(work_dir, environment, memory_limit_mb):
         "argv": sandbox.kernel_argv(work_dir, memory_limit_mb),
         "display_name": "Course grading kernel",
         "language": "python",
+        # Interrupts go over the control channel: a signal would stop at bubblewrap.
+        "interrupt_mode": "message",
         "env": environment,
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     spec_manager = KernelSpecManager(kernel_dirs=[str(kernels_dir)])
     spec_manager.ensure_native_kernel = False
-    kernel_manager = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=spec_manager)
+    kernel_manager = AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=spec_manager)
     kernel_manager.transport = "ipc"
     kernel_manager.ip = str(work_dir / "ipc" / "kernel")
     kernel_manager.connection_file = str(work_dir / "ipc" / "connection.json")
@@ -166,11 +179,14 @@ def execute_notebook(notebook, work_dir, probe_cell_source, timeout_s, memory_li
     kernel_log = open(work_dir / "kernel.log", "wb")
     try:
         with client.setup_kernel(cwd=str(run_dir), stdout=kernel_log, stderr=kernel_log):
+            watchdog.kill_at = deadline + INTERRUPT_GRACE_S
             watchdog.start()
             result.stopped = _run_student_cells(client, notebook, deadline, result)
             result.seconds = round(time.time() - started, 2)
-            if not result.stopped or result.stopped == "timeout":
-                result.probe_ran = _run_probe(client, notebook, probe_cell_source, work_dir, result)
+            if not watchdog.killed_for:
+                probe_limit = _probe_timeout(result.stopped)
+                watchdog.kill_at = time.time() + probe_limit + INTERRUPT_GRACE_S
+                result.probe_ran = _run_probe(client, notebook, probe_cell_source, work_dir, probe_limit, result)
     except DeadKernelError:
         result.stopped = result.stopped or "kernel died"
     except Exception as error:  # the kernel failed to start, or the client broke
@@ -181,9 +197,10 @@ def execute_notebook(notebook, work_dir, probe_cell_source, timeout_s, memory_li
         pid = sandbox.kernel_pid(kernel_manager)
         if pid is not None:
             sandbox.kill_tree(pid)
-    if watchdog.killed_for_memory:
-        result.stopped = "memory"
-        result.probe_ran = False
+            sandbox.reap(pid)
+    if watchdog.killed_for:
+        result.stopped = watchdog.killed_for
+        result.probe_ran = result.probe_ran and watchdog.killed_for != "memory"
     result.seconds = result.seconds or round(time.time() - started, 2)
     result.peak_memory_mb = round(watchdog.peak_mb, 1)
     for index, cell in enumerate(notebook.cells):
@@ -203,12 +220,16 @@ def _run_student_cells(client, notebook, deadline, result):
             return "timeout"
         client.timeout = int(remaining)
         client.execute_cell(cell, index)
-        if time.time() >= deadline and _cell_error(cell):
+        if time.time() >= deadline:
             return "timeout"
     return ""
 
 
-def _run_probe(client, notebook, probe_cell_source, work_dir, result):
+def _probe_timeout(stopped):
+    return PROBE_TIMEOUT_AFTER_TIMEOUT_S if stopped == "timeout" else PROBE_TIMEOUT_S
+
+
+def _run_probe(client, notebook, probe_cell_source, work_dir, probe_limit, result):
     # A fresh, unguessable folder, made only now, so no student cell can prepare it.
     probe_dir = work_dir / f"probe-{secrets.token_hex(8)}"
     probe_dir.mkdir()
@@ -216,7 +237,7 @@ def _run_probe(client, notebook, probe_cell_source, work_dir, result):
     cell = nbformat.v4.new_code_cell(probe_cell_source(probe_dir))
     cell.metadata["tags"] = [PROBE_CELL_TAG]
     notebook.cells.append(cell)
-    client.timeout = PROBE_TIMEOUT_S
+    client.timeout = probe_limit
     client.execute_cell(cell, len(notebook.cells) - 1)
     error = _cell_error(cell)
     if error:

@@ -75,6 +75,14 @@ def kill_tree(pid):
             pass
 
 
+def reap(pid, timeout_s=5):
+    """Waits for a killed child so that it leaves no zombie behind."""
+    try:
+        psutil.Process(pid).wait(timeout_s)
+    except (psutil.Error, ChildProcessError):
+        pass
+
+
 def bubblewrap_path():
     """Returns the bwrap executable when isolation with it is wanted and works, else None."""
     mode = os.environ.get(ISOLATION_ENV_VAR, "auto")
