@@ -23,21 +23,34 @@ def assignment_names(root):
 
 
 def generate(root, names):
-    """Runs nbgrader generate_assignment and generate_solution in `root` for `names`."""
+    """Runs nbgrader's generate_assignment and generate_solution for `names` in `root`.
+
+    One child process for all assignments (each nbgrader command would pay its start-up).
+    """
     # nbgrader runs `alembic` from PATH: use the one beside this interpreter.
     environment = dict(os.environ, PATH=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     with tempfile.TemporaryDirectory() as scratch:
         database = f"sqlite:///{pathlib.Path(scratch) / 'gradebook.db'}"
-        for name in names:
-            for command in ("generate_assignment", "generate_solution"):
-                subprocess.run(
-                    [sys.executable, "-m", "nbgrader", command, name, "--force",
-                     f"--CourseDirectory.root={root}", f"--CourseDirectory.db_url={database}",
-                     "--log-level=WARN"],
-                    cwd=root,
-                    env=environment,
-                    check=True,
-                )
+        subprocess.run(
+            [sys.executable, "-c", _NBGRADER_RUNNER, str(root), database, *names],
+            cwd=root, env=environment, check=True,
+        )
+
+
+_NBGRADER_RUNNER = """
+import sys
+from nbgrader.apps.generateassignmentapp import GenerateAssignmentApp
+from nbgrader.apps.generatesolutionapp import GenerateSolutionApp
+
+root, database, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+for name in names:
+    for application in (GenerateAssignmentApp, GenerateSolutionApp):
+        app = application()
+        app.initialize([name, "--force", f"--CourseDirectory.root={root}",
+                        f"--CourseDirectory.db_url={database}", "--log-level=WARN"])
+        app.start()
+        application.clear_instance()
+"""
 
 
 def differences(left, right):
