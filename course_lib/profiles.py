@@ -16,7 +16,14 @@ DEFAULT_PROFILE = "fast"
 PROFILES = {
     "fast": {
         "demo": {"train_examples": 6000, "test_examples": 1000, "epochs": 3, "batch_size": 128},
-        "lab1": {"train_examples": 8000, "test_examples": 1000, "epochs": 4, "batch_size": 64},
+        "lab1": {
+            "train_examples": 5000,
+            "test_examples": 1000,
+            "epochs": 3,
+            "batch_size": 64,
+            "filters": [8, 16, 32],
+            "learning_rate": 0.003,
+        },
         "lab2": {
             "train_examples": 2000,
             "test_examples": 1000,
@@ -24,15 +31,23 @@ PROFILES = {
             "frozen_epochs": 1,
             "finetune_epochs": 1,
             "batch_size": 64,
+            "frozen_learning_rate": 0.003,
         },
-        "lab3": {"train_examples": 12000, "test_examples": 1000, "epochs": 5, "batch_size": 128},
+        "lab3": {"train_examples": 12000, "test_examples": 1000, "epochs": 4, "batch_size": 128},
         "lab4": {"train_examples": 10000, "test_examples": 1000, "epochs": 4, "batch_size": 128},
         "lab5": {"num_images": 4000, "epochs": 4, "batch_size": 128, "betas": [1.0, 4.0]},
         "grading": {"num_samples": 1000, "notebook_timeout_s": 900},
     },
     "full": {
         "demo": {"train_examples": None, "test_examples": None, "epochs": 20, "batch_size": 128},
-        "lab1": {"train_examples": None, "test_examples": None, "epochs": 20, "batch_size": 128},
+        "lab1": {
+            "train_examples": None,
+            "test_examples": None,
+            "epochs": 20,
+            "batch_size": 128,
+            "filters": [32, 64, 128],
+            "learning_rate": 0.001,
+        },
         "lab2": {
             "train_examples": None,
             "test_examples": None,
@@ -40,6 +55,7 @@ PROFILES = {
             "frozen_epochs": 2,
             "finetune_epochs": 3,
             "batch_size": 128,
+            "frozen_learning_rate": 0.001,
         },
         "lab3": {"train_examples": None, "test_examples": None, "epochs": 30, "batch_size": 128},
         "lab4": {"train_examples": None, "test_examples": None, "epochs": 40, "batch_size": 128},

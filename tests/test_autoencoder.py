@@ -1,6 +1,5 @@
 """Tests for course_lib.autoencoder: shapes, loss, errors, and 2-D vs 5-D on real MNIST."""
 
-import time
 
 import numpy as np
 import pytest
@@ -39,7 +38,8 @@ def test_reconstruction_error_is_the_mean_squared_error_per_pixel():
     images = np.random.default_rng(2).random((10, 28, 28, 1)).astype("float32")
     reconstructions = autoencoder.predict(images, verbose=0)
     expected = np.mean((images - reconstructions) ** 2)
-    assert reconstruction_error(autoencoder, images, batch_size=3) == pytest.approx(expected, rel=1e-5)
+    error = reconstruction_error(autoencoder, images, batch_size=3)
+    assert error == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -66,8 +66,10 @@ TRAIN_EXAMPLES = 6000
 TEST_EXAMPLES = 1000
 EPOCHS = 3
 BATCH_SIZE = 128
-# Filled in from measured runs (see the docstring of the test).
-MIN_GAP = None
+# Measured with this setup (Adam 3e-3, torch CPU), test MSE per pixel on 1,000 digits,
+# seeds 0 / 1 / 2: 2-D 0.0583 / 0.0579 / 0.0584, 5-D 0.0400 / 0.0452 / 0.0470, gap
+# 0.0183 / 0.0126 / 0.0115 (mean 0.0141). We ask for under half of the smallest gap.
+MIN_GAP = 0.005
 
 
 @pytest.mark.slow

@@ -13,11 +13,21 @@ CONVS_PER_BLOCK = 2
 BATCH = 16
 TRAIN_EXAMPLES = 2000
 TRAIN_BATCH_SIZE = 64
-# Drop of the training-set loss after 1 epoch on 2000 CIFAR-10 images (batch 64,
-# Adam 1e-3), measured before -> after for seeds 0..5:
-#   without BN: 2.303 -> ~2.0 (drops 0.22-0.31); with BN: drops more (see
-#   docs in the lead's report). Threshold: well below the smallest measured drop.
-MIN_LOSS_DROP = 0.08
+LOSS_BATCH_SIZE = 250
+TRAINING_SEED = 0
+# Loss on the 2000 training images, in training mode (batch statistics; the models are
+# built with dropout=0), before -> after 1 epoch (batch 64, Adam 1e-3), seeds 0..5
+# (scratch runs, CPU, torch 2.13, keras 3.15):
+#   no BN: drops 0.302, 0.217, 0.144, 0.253, 0.003, 0.273 (mean 0.20; seed 4 stayed
+#          on the chance plateau, 2.303 -> 2.300, for this first epoch);
+#   BN:    3.34 -> 1.65, 2.94 -> 1.74, 2.90 -> 1.76, 3.39 -> 1.68, 2.94 -> 1.59,
+#          2.94 -> 1.85 (drops 1.08 to 1.71).
+# The test pins seed 0 (in the test's own sequence, 2 threads: drops 0.232 / 1.643);
+# thresholds sit below every non-plateau seed, margins about 1.4x (no BN) and 2x (BN).
+# With BN, the *inference* loss after this single short epoch is not a fair measure:
+# the moving averages lag the fast-changing weights (2.303 -> 1.97 .. 2.70 over the
+# same seeds, while the batch-statistics loss is 1.6 .. 1.9).
+MIN_LOSS_DROP = {False: 0.1, True: 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -117,15 +127,30 @@ def test_batch_norm_inference_vs_training(cifar_batch):
     )
 
 
+def _training_mode_loss(model, images, labels):
+    """Mean cross-entropy with BN on batch statistics (what `fit()` minimizes)."""
+    losses = []
+    for start in range(0, len(images), LOSS_BATCH_SIZE):
+        probabilities = model(images[start : start + LOSS_BATCH_SIZE], training=True)
+        losses.append(
+            keras.ops.convert_to_numpy(
+                keras.losses.sparse_categorical_crossentropy(
+                    labels[start : start + LOSS_BATCH_SIZE], probabilities
+                )
+            )
+        )
+    return float(np.concatenate(losses).mean())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_short_training_reduces_the_loss(batch_norm):
     images, labels = load_cifar10("train", limit=TRAIN_EXAMPLES)
-    course_lib.set_seed(0)
-    model = build_cifar_cnn(batch_norm=batch_norm)
+    course_lib.set_seed(TRAINING_SEED)
+    model = build_cifar_cnn(batch_norm=batch_norm, dropout=0.0)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    before = model.evaluate(images, labels, batch_size=256, verbose=0)
+    before = _training_mode_loss(model, images, labels)
     model.fit(images, labels, batch_size=TRAIN_BATCH_SIZE, epochs=1, verbose=0)
-    after = model.evaluate(images, labels, batch_size=256, verbose=0)
-    assert np.isfinite(after)
-    assert before - after > MIN_LOSS_DROP
+    after = _training_mode_loss(model, images, labels)
+    assert before - after > MIN_LOSS_DROP[batch_norm]
+    assert np.isfinite(model.evaluate(images, labels, batch_size=LOSS_BATCH_SIZE, verbose=0))

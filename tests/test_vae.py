@@ -1,7 +1,6 @@
 """Tests for course_lib.vae: KL term, Sampling layer, encoder/decoder, VAE, ELBO."""
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -228,6 +227,7 @@ def test_sample_prior_shapes_and_seeds():
 # ---------------------------------------------------------------- saving
 
 
+@pytest.mark.slow
 def test_save_and_load_round_trip(tmp_path):
     course_lib.set_seed(0)
     images, _ = data.load_mnist("train", limit=256)

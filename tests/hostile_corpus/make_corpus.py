@@ -155,7 +155,7 @@ while True:
         "KL returns NaN.", failed=[KL_CHECK])
     yield "wrong_shape_kl", nb_case(notebook(CORRECT_KL.replace("axis=-1)", "axis=0)"))), expect(
         "KL summed over the batch instead of the latent dimensions.", failed=[KL_CHECK],
-        messages={KL_CHECK: "wrong shape"})
+        messages={KL_CHECK: "one value per example"})
     yield "string_kl", nb_case(notebook("def kl_divergence(m, v):\n    return 'zero'")), expect(
         "KL returns a string (wrong dtype).", failed=[KL_CHECK])
     yield "read_hidden_files", nb_case(notebook(CORRECT_KL, f"""
