@@ -19,15 +19,19 @@ UNTRAINED_DECODER_LATENT_DIM = 16
 
 
 def _check_count(num_samples):
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int. Received: num_samples={num_samples!r}")
+    is_integer = isinstance(num_samples, (int, np.integer)) and not isinstance(num_samples, bool)
+    if not is_integer or num_samples < 1:
+        raise ValueError(
+            f"num_samples must be a positive int. Received: num_samples={num_samples!r}"
+        )
     return int(num_samples)
 
 
 def _check_dataset(dataset):
     if dataset not in IMAGE_SHAPES:
         raise ValueError(
-            f"Unknown data set. Expected one of {sorted(IMAGE_SHAPES)}. Received: dataset={dataset!r}"
+            f"Unknown data set. Expected one of {sorted(IMAGE_SHAPES)}. "
+            f"Received: dataset={dataset!r}"
         )
     return dataset
 
@@ -60,7 +64,8 @@ def training_copies(training_images, num_samples, seed=0):
             "Cannot draw more distinct copies than there are training images. Received: "
             f"num_samples={num_samples}, num_training_images={training_images.shape[0]}"
         )
-    indices = np.random.default_rng(seed).choice(training_images.shape[0], num_samples, replace=False)
+    generator = np.random.default_rng(seed)
+    indices = generator.choice(training_images.shape[0], num_samples, replace=False)
     return training_images[indices]
 
 
@@ -112,7 +117,8 @@ def make_bad_samples(name, dataset, num_samples, seed, training_images, real_ima
     if name == "untrained_decoder":
         return untrained_decoder(dataset, num_samples, seed)
     raise ValueError(
-        f"Unknown bad generator. Expected one of {list(BAD_GENERATOR_NAMES)}. Received: name={name!r}"
+        f"Unknown bad generator. Expected one of {list(BAD_GENERATOR_NAMES)}. "
+        f"Received: name={name!r}"
     )
 
 

@@ -106,7 +106,9 @@ def _conv_stage(x, filters, num_convs, name):
             data_format=INTERNAL_DATA_FORMAT,
             name=f"{name}_conv{index + 1}",
         )(x)
-        x = layers.BatchNormalization(axis=1, momentum=BATCH_NORM_MOMENTUM, name=f"{name}_bn{index + 1}")(x)
+        x = layers.BatchNormalization(
+            axis=1, momentum=BATCH_NORM_MOMENTUM, name=f"{name}_bn{index + 1}"
+        )(x)
         x = layers.ReLU(name=f"{name}_relu{index + 1}")(x)
     return layers.MaxPooling2D(data_format=INTERNAL_DATA_FORMAT, name=f"{name}_pool")(x)
 

@@ -15,7 +15,13 @@ from autograder import execute, reports, sandbox
 from autograder.judge import check_points, run_checks
 from autograder.probes.assemble import probe_cell
 from autograder.registry import LABS, PACKAGE_DIR, detect_lab, get_lab
-from autograder.submission import SubmissionError, code_imports, find_notebook, read_notebook
+from autograder.submission import (
+    SubmissionError,
+    code_imports,
+    find_notebook,
+    read_notebook,
+    strip_hidden_tests,
+)
 
 DEFAULT_MEMORY_LIMIT_MB = 12_000
 SECRET_ENV_VAR = "COURSE_GRADER_SECRET"
@@ -83,6 +89,7 @@ def grade_submission(submission_path, out_dir, lab=None, profile="fast", timeout
     try:
         notebook_path = find_notebook(submission_path, lab)
         notebook, raw = read_notebook(notebook_path)
+        strip_hidden_tests(notebook)
         fingerprint_text = hashlib.sha256(raw + profile.encode() + version.encode()).hexdigest()
     except SubmissionError as error:
         lab_name = lab or detect_lab(submission_path)

@@ -82,7 +82,8 @@ def frechet_distance(mean1, covariance1, mean2, covariance2):
     product_eigenvalues = np.linalg.eigvalsh((product + product.T) / 2.0)
     trace_root = np.sum(np.sqrt(np.maximum(product_eigenvalues, EIGENVALUE_FLOOR)))
     squared_mean_distance = np.sum((mean1 - mean2) ** 2)
-    distance = squared_mean_distance + np.trace(covariance1) + np.trace(covariance2) - 2.0 * trace_root
+    traces = np.trace(covariance1) + np.trace(covariance2)
+    distance = squared_mean_distance + traces - 2.0 * trace_root
     return float(max(distance, 0.0))
 
 
@@ -176,7 +177,8 @@ def classifier_score(probabilities):
     probabilities = np.asarray(probabilities, dtype="float64")
     if probabilities.ndim != 2 or probabilities.shape[0] < 1 or probabilities.shape[1] < 2:
         raise ValueError(
-            f"Expected probabilities shaped (N, K) with K >= 2. Received: shape={probabilities.shape}"
+            "Expected probabilities shaped (N, K) with K >= 2. "
+            f"Received: shape={probabilities.shape}"
         )
     row_sums = probabilities.sum(axis=1)
     if (
@@ -209,7 +211,9 @@ def classifier_score(probabilities):
 def _flatten_images(images, name):
     array = np.asarray(images, dtype="float32")
     if array.ndim < 2 or array.shape[0] < 1:
-        raise ValueError(f"{name} must be an array of images (N, ...). Received: shape={array.shape}")
+        raise ValueError(
+            f"{name} must be an array of images (N, ...). Received: shape={array.shape}"
+        )
     return array.reshape(array.shape[0], -1)
 
 

@@ -88,6 +88,38 @@ def read_notebook(notebook_path):
     return notebook, raw
 
 
+HIDDEN_TESTS_BEGIN = "### BEGIN HIDDEN TESTS"
+HIDDEN_TESTS_END = "### END HIDDEN TESTS"
+
+
+def strip_hidden_tests(notebook):
+    """Removes nbgrader's hidden-test regions from every code cell, in place.
+
+    The grader judges outside the kernel, so a notebook that still carries the hidden
+    calls (a solution notebook, or a student who copied the source) must not run them:
+    they import the grader, which the sandboxed kernel cannot see. An unclosed region
+    is removed to the end of its cell, as nbgrader does.
+
+    Returns:
+        The number of regions removed.
+    """
+    removed = 0
+    for cell in notebook.cells:
+        if cell.cell_type != "code" or HIDDEN_TESTS_BEGIN not in cell.source:
+            continue
+        kept, hiding = [], False
+        for line in cell.source.splitlines():
+            marker = line.strip()
+            if marker.startswith(HIDDEN_TESTS_BEGIN):
+                hiding, removed = True, removed + 1
+            elif marker.startswith(HIDDEN_TESTS_END) and hiding:
+                hiding = False
+            elif not hiding:
+                kept.append(line)
+        cell.source = "\n".join(kept)
+    return removed
+
+
 def fingerprint(raw_bytes):
     """sha256 of the submitted bytes."""
     return hashlib.sha256(raw_bytes).hexdigest()

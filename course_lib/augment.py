@@ -57,8 +57,10 @@ def build_mnist_augmentation(
 ):
     """Builds the augmentation pipeline for MNIST digits.
 
-    The layers are active only in training: called with `training=False` (the
-    default outside `fit()`) the pipeline returns its input unchanged.
+    The layers are active only in training (inside `fit()`, or when called with
+    `training=True`); otherwise, including a plain call `augmentation(images)`, the
+    pipeline returns its input unchanged. To look at augmented digits, call
+    `augmentation(images, training=True)`.
 
     Args:
         rotation: maximum rotation, as a fraction of a full turn (0.08 = 28.8 degrees).

@@ -106,6 +106,23 @@ def set_seed(seed):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    # Seeds python, numpy and the backend (torch) together, and Keras' global generator.
-    keras.utils.set_random_seed(seed)
+    _reset_keras_seed_generator(keras, seed)
     return seed
+
+
+def _reset_keras_seed_generator(keras, seed):
+    """Resets Keras' global SeedGenerator (used by `keras.random` without a seed).
+
+    `keras.utils.set_random_seed` does this too, but it also imports TensorFlow when it
+    is installed (several seconds and ~1 GB per kernel, for a framework the course
+    does not run), so the two global attributes it sets are set here directly.
+    """
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.random import seed_generator
+        from keras.src.utils import rng_utils
+    except ImportError:  # A Keras without these internals: accept its TensorFlow import.
+        keras.utils.set_random_seed(seed)
+        return
+    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)

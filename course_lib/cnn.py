@@ -5,7 +5,7 @@ Both variants share one structure, so that they can be compared layer by layer:
     input (32, 32, 3), pixels in [0, 1]
     block b = 1, 2, 3 (filters 32, 64, 128), each:
         blockb_conv1 -> [blockb_bn1] -> blockb_relu1
-        blockb_conv2 -> [blockb_bn2] -> blockb_relu2
+        blockb_conv2 -> [blockb_bn2] -> blockb_relu2    (`convs_per_block=2`)
         blockb_pool (2x2 max pooling)
     flatten -> dense (128) -> dense_relu -> dropout -> predictions (softmax)
 
@@ -23,6 +23,8 @@ Where the batch normalization goes, and why:
   matters for the short runs of the fast profile (~125 steps per epoch); 0.9 is also
   PyTorch's default (its `momentum=0.1` weighs the new batch, Keras' the old average).
 - The dense head has no BN: dropout regularizes it.
+- Both variants use He-normal initialization (suited to ReLU), so that the
+  comparison isolates batch normalization.
 
 In training (`fit()` or `model(x, training=True)`) BN normalizes with the statistics
 of the current batch and updates the moving averages; in inference (`predict()`,
@@ -32,18 +34,31 @@ of the current batch and updates the moving averages; in inference (`predict()`,
 import keras
 
 DEFAULT_FILTERS = (32, 64, 128)
-CONVS_PER_BLOCK = 2
+DEFAULT_CONVS_PER_BLOCK = 2
 KERNEL_SIZE = 3
 POOL_SIZE = 2
 DENSE_UNITS = 128
+# He initialization suits ReLU networks (Keras' default, Glorot, shrinks the signal
+# layer after layer). With Glorot, 2 of 6 seeds of the plain CNN stayed at chance
+# level (loss 2.30) through a first epoch on 2000 images; with He, none did.
+KERNEL_INITIALIZER = "he_normal"
 DEFAULT_DROPOUT = 0.3
 BATCH_NORM_MOMENTUM = 0.9
 CIFAR10_INPUT_SHAPE = (32, 32, 3)
 CIFAR10_CLASSES = 10
 
 
-def _check_arguments(num_classes, input_shape, filters, dropout):
+def _check_arguments(num_classes, input_shape, filters, dropout, convs_per_block):
     """Raises ValueError on arguments `build_cifar_cnn` cannot build from."""
+    if (
+        isinstance(convs_per_block, bool)
+        or not isinstance(convs_per_block, int)
+        or convs_per_block < 1
+    ):
+        raise ValueError(
+            f"`convs_per_block` must be a positive integer. "
+            f"Received: convs_per_block={convs_per_block!r}"
+        )
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(
             f"`num_classes` must be an integer >= 2. Received: num_classes={num_classes!r}"
@@ -77,6 +92,7 @@ def _conv_unit(x, filters, batch_norm, block, index):
         KERNEL_SIZE,
         padding="same",
         use_bias=not batch_norm,
+        kernel_initializer=KERNEL_INITIALIZER,
         name=f"block{block}_conv{index}",
     )(x)
     if batch_norm:
@@ -92,6 +108,7 @@ def build_cifar_cnn(
     input_shape=CIFAR10_INPUT_SHAPE,
     filters=DEFAULT_FILTERS,
     dropout=DEFAULT_DROPOUT,
+    convs_per_block=DEFAULT_CONVS_PER_BLOCK,
     name=None,
 ):
     """Builds the lab's CIFAR-10 CNN (see the module docstring for the structure).
@@ -104,6 +121,8 @@ def build_cifar_cnn(
         filters: number of filters of the convolutions of each block; one block per
             entry, each ending in a 2x2 max pooling.
         dropout: dropout rate before the output layer.
+        convs_per_block: convolutions per block (2; 1 makes the model about 2x
+            cheaper to train on a CPU).
         name: model name; "cifar_cnn_bn" or "cifar_cnn" by default.
 
     Returns:
@@ -114,15 +133,15 @@ def build_cifar_cnn(
     """
     filters = tuple(filters)
     input_shape = tuple(input_shape)
-    _check_arguments(num_classes, input_shape, filters, dropout)
+    _check_arguments(num_classes, input_shape, filters, dropout, convs_per_block)
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
     for block, block_filters in enumerate(filters, start=1):
-        for index in range(1, CONVS_PER_BLOCK + 1):
+        for index in range(1, convs_per_block + 1):
             x = _conv_unit(x, block_filters, batch_norm, block, index)
         x = keras.layers.MaxPooling2D(POOL_SIZE, name=f"block{block}_pool")(x)
     x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(DENSE_UNITS, name="dense")(x)
+    x = keras.layers.Dense(DENSE_UNITS, kernel_initializer=KERNEL_INITIALIZER, name="dense")(x)
     x = keras.layers.ReLU(name="dense_relu")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)

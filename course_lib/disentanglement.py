@@ -106,7 +106,9 @@ def factor_entropies(factors):
     if len(constant):
         raise ValueError(
             "Every factor must take at least two values in the data, since MIG divides "
-            f"by the factor's entropy. Received: constant factor columns {constant.tolist()}"
+            "by the factor's entropy; drop the constant columns first (e.g. "
+            "`factors[:, shapes.varying_factor_axes(fixed_factors)]`). "
+            f"Received: constant factor columns {constant.tolist()}"
         )
     return entropy
 

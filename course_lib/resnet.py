@@ -287,7 +287,9 @@ def _load_keras_weights(model, path, input_shape):
             warnings.simplefilter("error")
             reference.load_weights(path)
     except Exception as error:  # h5py/Keras raise several types for a wrong file.
-        raise ValueError(f"Could not load {path} into ResNet18. {expected} Error: {error}") from error
+        raise ValueError(
+            f"Could not load {path} into ResNet18. {expected} Error: {error}"
+        ) from error
     for layer in model.layers:
         if layer.weights:
             layer.set_weights(reference.get_layer(layer.name).get_weights())
@@ -436,7 +438,11 @@ def build_mnist_resnet18(
     Raises:
         ValueError: on an invalid `image_size`, `num_classes` or `augmentation`.
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
+    if (
+        isinstance(image_size, bool)
+        or not isinstance(image_size, int)
+        or image_size < MIN_IMAGE_SIZE
+    ):
         raise ValueError(
             f"`image_size` must be an integer >= {MIN_IMAGE_SIZE}. "
             f"Received: image_size={image_size!r}"

@@ -13,7 +13,8 @@ generate it, each taking a few discrete values:
 | `position_y` | 10     | centre row, top to bottom, always fully inside the image       |
 
 Because the factors are known, the data set lets us measure how well a learned
-representation separates them (see `course_lib.disentanglement`).
+representation separates them (see `course_lib.disentanglement`). `fixed_factors`
+holds some factors at one value, for a simpler data set with fewer factors.
 
 The images are rendered on the fly with vectorized numpy: each pixel is split into
 `SUPERSAMPLING x SUPERSAMPLING` sub-pixels, each sub-pixel is tested against the
@@ -66,7 +67,7 @@ HEART_RADIUS = 1.2935
 HEART_CENTROID_Y = 0.2935
 
 
-def generate_shapes(num_images, image_size=DEFAULT_IMAGE_SIZE, seed=0):
+def generate_shapes(num_images, image_size=DEFAULT_IMAGE_SIZE, seed=0, fixed_factors=None):
     """Draws factor combinations uniformly at random and renders them.
 
     Args:
@@ -74,42 +75,60 @@ def generate_shapes(num_images, image_size=DEFAULT_IMAGE_SIZE, seed=0):
         image_size: side of the square images in pixels (32 by default, 64 works too;
             any integer from 16 to 128).
         seed: seed of the random factor draw; the same seed gives the same images.
+        fixed_factors: optional dict `{factor name: index}` of factors held at one
+            value in every image, for a simpler data set, e.g.
+            `{"shape": 0, "scale": 5, "rotation": 0}` leaves only the position.
 
     Returns:
         A tuple `(images, factors, factor_values)`: `images` float32 of shape
         `(num_images, image_size, image_size, 1)` in [0, 1]; `factors` int64 of shape
         `(num_images, 5)`, the index of each factor's value (columns in the order of
-        `FACTOR_NAMES`); `factor_values` float32 of shape `(num_images, 5)`, the values
-        themselves (see `factor_indices_to_values`).
+        `FACTOR_NAMES`; fixed factors give constant columns); `factor_values` float32 of
+        shape `(num_images, 5)`, the values themselves (see `factor_indices_to_values`).
 
     Raises:
-        ValueError: if `num_images`, `image_size` or `seed` is invalid.
+        ValueError: if `num_images`, `image_size`, `seed` or `fixed_factors` is invalid.
     """
-    _check_positive_int("num_images", num_images)
-    factors = sample_factor_indices(num_images, seed=seed)
+    factors = sample_factor_indices(num_images, seed=seed, fixed_factors=fixed_factors)
     images = render(factors, image_size=image_size)
     return images, factors, factor_indices_to_values(factors)
 
 
-def sample_factor_indices(num_images, seed=0):
+def sample_factor_indices(num_images, seed=0, fixed_factors=None):
     """Draws each factor's index independently and uniformly.
 
     Args:
         num_images: number of factor combinations, a positive integer.
         seed: a non-negative integer seed.
+        fixed_factors: optional dict `{factor name: index}` of factors held fixed.
 
     Returns:
         An int64 array of shape `(num_images, 5)`.
 
     Raises:
-        ValueError: if `num_images` or `seed` is invalid.
+        ValueError: if `num_images`, `seed` or `fixed_factors` is invalid.
     """
     _check_positive_int("num_images", num_images)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer. Received: seed={seed!r}")
+    fixed_factors = _check_fixed_factors(fixed_factors)
     rng = np.random.default_rng(seed)
+    # Every factor is drawn, fixed or not, so that fixing one leaves the others' draws
+    # unchanged for the same seed.
     columns = [rng.integers(0, size, size=num_images) for size in FACTOR_SIZES]
+    for name, index in fixed_factors.items():
+        columns[FACTOR_NAMES.index(name)][:] = index
     return np.stack(columns, axis=1).astype(np.int64)
+
+
+def varying_factor_axes(fixed_factors=None):
+    """Column indices of the factors not in `fixed_factors`, e.g. to select them for MIG.
+
+    Raises:
+        ValueError: if `fixed_factors` is invalid.
+    """
+    fixed_factors = _check_fixed_factors(fixed_factors)
+    return [axis for axis, name in enumerate(FACTOR_NAMES) if name not in fixed_factors]
 
 
 def factor_indices_to_values(factor_indices):
@@ -264,6 +283,31 @@ def _inside_heart(unit_x, unit_y):
 
 
 INSIDE_TESTS = (_inside_square, _inside_ellipse, _inside_heart)
+
+
+def _check_fixed_factors(fixed_factors):
+    """Returns a validated dict {factor name: index} ({} for None)."""
+    if fixed_factors is None:
+        return {}
+    if not isinstance(fixed_factors, dict):
+        raise ValueError(
+            "fixed_factors must be a dict {factor name: index}. "
+            f"Received: fixed_factors={fixed_factors!r}"
+        )
+    for name, index in fixed_factors.items():
+        if name not in FACTOR_NAMES:
+            raise ValueError(
+                f"Unknown factor name in fixed_factors. Expected one of {FACTOR_NAMES}. "
+                f"Received: {name!r}"
+            )
+        size = FACTOR_SIZES[FACTOR_NAMES.index(name)]
+        valid = isinstance(index, (int, np.integer)) and not isinstance(index, bool)
+        if not valid or not 0 <= index < size:
+            raise ValueError(
+                f"Factor '{name}' has {size} values, so its fixed index must be an integer "
+                f"in [0, {size - 1}]. Received: fixed_factors[{name!r}]={index!r}"
+            )
+    return dict(fixed_factors)
 
 
 def _check_positive_int(name, value):

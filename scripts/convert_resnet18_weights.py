@@ -24,12 +24,16 @@ the weights file is distributed.
 import argparse
 import hashlib
 import os
+import pathlib
 import sys
 
-import course_lib  # noqa: F401  (selects the torch backend before keras is imported)
-import numpy as np
+# Run from a checkout without installing the package: make course_lib importable.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from course_lib.resnet import build_resnet18, load_torch_state_dict
+import course_lib  # noqa: E402,F401  (selects the torch backend before keras is imported)
+import numpy as np  # noqa: E402
+
+from course_lib.resnet import build_resnet18, load_torch_state_dict  # noqa: E402
 
 DEFAULT_OUTPUT = "resnet18_imagenet.weights.h5"
 TORCHVISION_WEIGHTS = "IMAGENET1K_V1"

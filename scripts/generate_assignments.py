@@ -19,7 +19,14 @@ GENERATED = ("assignments", "solutions")
 
 
 def assignment_names(root):
-    return sorted(path.name for path in (root / "source").iterdir() if path.is_dir() and not path.name.startswith("."))
+    return assignment_names_in(root / "source")
+
+
+def assignment_names_in(folder):
+    """Sub-folders of a generated folder (each should have a source/ twin)."""
+    if not folder.is_dir():
+        return []
+    return sorted(path.name for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
 
 
 def generate(root, names):
@@ -84,9 +91,17 @@ def main(argv=None):
         generate(copy, names)
         stale = []
         for folder in GENERATED:
-            (copy / folder).mkdir(exist_ok=True)
-            (root / folder).mkdir(exist_ok=True)
-            stale += differences(root / folder, copy / folder)
+            for name in names:
+                committed, fresh = root / folder / name, copy / folder / name
+                if not committed.is_dir():
+                    stale.append(f"{committed} (missing)")
+                elif not fresh.is_dir():
+                    stale.append(f"{committed} (nothing generated for it)")
+                else:
+                    stale += differences(committed, fresh)
+            if not arguments.labs:
+                orphans = set(assignment_names_in(root / folder)) - set(names)
+                stale += [f"{root / folder / name} (no source/{name})" for name in sorted(orphans)]
     if stale:
         print("Generated folders are out of date; run: python scripts/generate_assignments.py")
         print("\n".join(f"  {path}" for path in stale))

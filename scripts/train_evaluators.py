@@ -143,7 +143,9 @@ def train_classifier(dataset, train_images, train_labels, epochs, seed):
     generator = np.random.default_rng(seed)
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     for epoch in range(epochs):
-        images = flip_horizontally(train_images, generator) if dataset == "cifar10" else train_images
+        images = train_images
+        if dataset == "cifar10":
+            images = flip_horizontally(train_images, generator)
         history = classifier.fit(images, train_labels, batch_size=BATCH_SIZE, epochs=1, verbose=0)
         print(
             f"[{dataset}] epoch {epoch + 1}/{epochs}: train accuracy "
@@ -182,7 +184,9 @@ def train_dataset(dataset, epochs, seed):
     splits = load_splits(dataset)
     train_images, train_labels = splits["train"]
     model, timings = train_classifier(dataset, train_images, train_labels, epochs, seed)
-    accuracies = {name: accuracy(dataset, model, *arrays) for name, arrays in splits["tests"].items()}
+    accuracies = {
+        name: accuracy(dataset, model, *arrays) for name, arrays in splits["tests"].items()
+    }
     print(f"[{dataset}] test accuracy: {accuracies}", flush=True)
 
     weights_file = evaluators.weights_path(dataset)
@@ -252,7 +256,8 @@ def calibrate_dataset(dataset, seeds, num_samples):
         per_seed = []
         for seed in seeds:
             if name == REAL_HELD_OUT_NAME:
-                rows = np.random.default_rng(seed).choice(held_out.shape[0], num_samples, replace=False)
+                generator = np.random.default_rng(seed)
+                rows = generator.choice(held_out.shape[0], num_samples, replace=False)
                 samples = held_out[rows]
             else:
                 samples = bad_generators.make_bad_samples(
@@ -260,7 +265,8 @@ def calibrate_dataset(dataset, seeds, num_samples):
                 )
             report = quality.sample_quality_report(dataset, samples, training_images)
             per_seed.append({"seed": seed, **{metric: report[metric] for metric in METRICS}})
-            print(f"[{dataset}] {name} seed {seed}: FD {report['frechet_distance']:.3f}", flush=True)
+            distance = report["frechet_distance"]
+            print(f"[{dataset}] {name} seed {seed}: FD {distance:.3f}", flush=True)
         results[name] = {
             "per_seed": per_seed,
             "summary": {metric: summarize([row[metric] for row in per_seed]) for metric in METRICS},

@@ -81,6 +81,21 @@ def test_set_seed_repeats_numpy_torch_and_keras():
     assert not np.array_equal(np.random.rand(3), first[0])
 
 
+def test_set_seed_does_not_import_tensorflow():
+    # TensorFlow is installed (to prepare tensorflow-datasets) but the course never runs
+    # it; importing it would cost every kernel seconds and about a gigabyte.
+    code = (
+        "import sys, course_lib, keras; course_lib.set_seed(5); "
+        "a = keras.ops.convert_to_numpy(keras.random.normal((2,))); "
+        "course_lib.set_seed(5); "
+        "b = keras.ops.convert_to_numpy(keras.random.normal((2,))); "
+        "print((a == b).all(), 'tensorflow' in sys.modules)"
+    )
+    result = _run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-2:] == ["True", "False"]
+
+
 @pytest.mark.parametrize("bad_seed", [-1, 1.5, "3", True])
 def test_set_seed_rejects_bad_seeds(bad_seed):
     with pytest.raises(ValueError, match="Received: seed="):

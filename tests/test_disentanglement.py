@@ -34,7 +34,7 @@ def factors():
     return shapes.sample_factor_indices(NUM_EXAMPLES, seed=0)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def rng():
     return np.random.default_rng(1)
 

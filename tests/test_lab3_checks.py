@@ -359,6 +359,16 @@ def test_using_the_reference_kl_fails_the_kl_checks(digits, tmp_path, baseline_d
 
 
 @pytest.mark.slow
+def test_using_the_reference_vae_fails_the_train_step_check(digits, tmp_path, baseline_dir):
+    from course_lib import vae as vae_lib
+
+    namespace = dict(correct_namespace(digits), VAE=vae_lib.VAE)
+    results = grade(namespace, tmp_path, baseline_dir, probes=["train_step", "origin"])
+    assert failed(results) == {"test_train_step", "test_own_implementation"}
+    assert "course_lib.vae" in results["test_train_step"].message
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("generator", "check_name", "words"),
     [

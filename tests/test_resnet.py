@@ -25,7 +25,8 @@ from course_lib.resnet import (
 )
 from torch_resnet18 import ResNet18, randomize_batch_norm
 
-SCRIPT_PATH = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "convert_resnet18_weights.py"
+REPOSITORY_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT_PATH = REPOSITORY_ROOT / "scripts" / "convert_resnet18_weights.py"
 RELATIVE_TOLERANCE = 1e-4
 # ResNet18: conv1 + 8 blocks x 2 convs + 3 downsample convs; a BN after each.
 NUM_CONVS = 1 + 8 * 2 + 3
@@ -215,7 +216,11 @@ def test_conversion_script_round_trip(tmp_path, torch_model, capsys):
     npz_path = tmp_path / "resnet18.npz"
     script = _load_conversion_script()
     script.main(
-        ["--state-dict", str(state_dict_path), "--output", str(weights_path), "--npz", str(npz_path)]
+        [
+            "--state-dict", str(state_dict_path),
+            "--output", str(weights_path),
+            "--npz", str(npz_path),
+        ]
     )
     assert "sha256" in capsys.readouterr().out
 
@@ -282,26 +287,24 @@ def test_mnist_resnet18_with_augmentation(digits):
         build_mnist_resnet18(MNIST_IMAGE_SIZE, augmentation="flip")
 
 
-def _count(weights):
-    return len(weights)
-
-
 def test_freeze_and_unfreeze_trainable_weights():
     model = build_mnist_resnet18(MNIST_IMAGE_SIZE, verbose=False)
     head = 2  # classifier kernel + bias
     convs = NUM_CONVS  # one kernel each, no bias
     batch_norms = 2 * NUM_CONVS  # gamma + beta each
-    assert _count(model.trainable_weights) == head + convs + batch_norms
+    assert len(model.trainable_weights) == head + convs + batch_norms
 
     freeze_backbone(model)
-    assert _count(model.trainable_weights) == head
+    assert len(model.trainable_weights) == head
+    trainable_values = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
+    assert trainable_values == 512 * 10 + 10
 
     unfreeze_backbone(model)
-    assert _count(model.trainable_weights) == head + convs
+    assert len(model.trainable_weights) == head + convs
     assert all(not layer.trainable for layer in batch_norm_layers(model))
 
     unfreeze_backbone(model, keep_batch_norm_frozen=False)
-    assert _count(model.trainable_weights) == head + convs + batch_norms
+    assert len(model.trainable_weights) == head + convs + batch_norms
 
     with pytest.raises(ValueError, match="backbone"):
         freeze_backbone(build_resnet18(input_shape=(32, 32, 3), verbose=False))

@@ -167,6 +167,32 @@ def test_factor_values_follow_the_indices():
         )
 
 
+def test_fixed_factors_hold_one_value_and_leave_the_other_draws_unchanged():
+    fixed = {"shape": 2, "rotation": 0}
+    images, factors, _ = shapes.generate_shapes(300, seed=5, fixed_factors=fixed)
+    free = shapes.sample_factor_indices(300, seed=5)
+    assert np.all(factors[:, shapes.SHAPE_AXIS] == 2)
+    assert np.all(factors[:, shapes.ROTATION_AXIS] == 0)
+    varying = shapes.varying_factor_axes(fixed)
+    assert varying == [shapes.SCALE_AXIS, shapes.POSITION_X_AXIS, shapes.POSITION_Y_AXIS]
+    np.testing.assert_array_equal(factors[:, varying], free[:, varying])
+    np.testing.assert_array_equal(images, shapes.render(factors))
+
+
+@pytest.mark.parametrize(
+    "fixed_factors, message",
+    [
+        ({"colour": 0}, "Received: 'colour'"),
+        ({"scale": 6}, r"fixed_factors\['scale'\]=6"),
+        ({"shape": 1.0}, r"fixed_factors\['shape'\]=1.0"),
+        ([("shape", 1)], "must be a dict"),
+    ],
+)
+def test_invalid_fixed_factors_are_rejected(fixed_factors, message):
+    with pytest.raises(ValueError, match=message):
+        shapes.generate_shapes(10, fixed_factors=fixed_factors)
+
+
 @pytest.mark.parametrize(
     "factor_indices, message",
     [

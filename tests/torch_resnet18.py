@@ -78,5 +78,6 @@ def randomize_batch_norm(model, generator):
                 module.bias.copy_(0.1 * torch.randn(size, generator=generator))
                 module.running_mean.copy_(0.1 * torch.randn(size, generator=generator))
                 module.running_var.copy_(0.5 + torch.rand(size, generator=generator))
-                module.num_batches_tracked.fill_(int(torch.randint(1, 1000, (1,), generator=generator)))
+                batches_seen = int(torch.randint(1, 1000, (1,), generator=generator))
+                module.num_batches_tracked.fill_(batches_seen)
     return model

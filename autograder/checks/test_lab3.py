@@ -347,8 +347,9 @@ def test_model_shapes(probe):
         )
 
 
-@check(points=3, probes=("train_step",))
+@check(points=3, probes=("train_step", "origin"))
 def test_train_step(probe):
+    _require_own(probe, "VAE")
     facts = probe.facts("train_step")
     history = facts.get("history", {})
     missing = [name for name in TRAIN_STEP_METRICS if name not in history]

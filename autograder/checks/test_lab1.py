@@ -1,0 +1,191 @@
+"""Hidden checks of lab1 (batch normalization on CIFAR-10)."""
+
+import json
+import pathlib
+
+import numpy as np
+
+from autograder.checking import CheckFailure, check, require_finite, require_shape
+
+CALIBRATION_FILE = pathlib.Path(__file__).resolve().parents[1] / "calibration" / "lab1.json"
+NUM_CLASSES = 10
+TEST_IMAGES = 1000
+REFERENCE_NAMES = ("build_cifar_cnn", "course_lib.cnn.build_cifar_cnn")
+SUM_TOLERANCE = 1e-3
+INFERENCE_TOLERANCE = 1e-5
+MIN_MOVING_CHANGE = 1e-7
+LINEAR = (None, "linear")
+
+
+def _thresholds(profile):
+    calibration = json.loads(CALIBRATION_FILE.read_text())
+    thresholds = calibration["thresholds"]
+    if profile not in thresholds:
+        raise CheckFailure(f"No calibrated threshold for the run profile {profile!r}.")
+    return thresholds[profile]
+
+
+def _describe(record):
+    return f"'{record['name']}' ({record['class']})"
+
+
+def _applies_activation(record):
+    return record["kind"] == "activation" or (
+        record["kind"] == "conv" and record["activation"] not in LINEAR
+    )
+
+
+@check(points=3, probes=("structure",))
+def test_batch_norm_placement(probe):
+    """A BatchNormalization after every Conv2D, before its activation; the student's own code."""
+    facts = probe.facts("structure")
+    references = set(facts["references"]) & set(REFERENCE_NAMES)
+    if references:
+        raise CheckFailure(
+            "build_cnn_with_batch_norm() calls course_lib.cnn.build_cifar_cnn: build the "
+            "batch-normalized CNN with your own layers (Conv2D, BatchNormalization, ...)."
+        )
+    records = facts["layers"]
+    by_name = {record["name"]: record for record in records}
+    convs = [record for record in records if record["kind"] == "conv"]
+    norms = [record for record in records if record["kind"] == "batch_norm"]
+    if not convs:
+        raise CheckFailure("build_cnn_with_batch_norm() builds no Conv2D layer: it should be a CNN.")
+    if not norms:
+        raise CheckFailure(
+            "build_cnn_with_batch_norm() has no BatchNormalization layer: add one after each "
+            "Conv2D, before its activation."
+        )
+    for norm in norms:
+        parents = [by_name[name] for name in norm["parents"] if name in by_name]
+        after_activation = [parent for parent in parents if _applies_activation(parent)]
+        if after_activation:
+            raise CheckFailure(
+                f"BatchNormalization {_describe(norm)} comes after the activation of "
+                f"{_describe(after_activation[0])}: it should normalize the pre-activations. "
+                f"Use Conv2D(..., activation=None) -> BatchNormalization -> activation."
+            )
+    for conv in convs:
+        children = [record for record in records if conv["name"] in record["parents"]]
+        if not children or any(child["kind"] != "batch_norm" for child in children):
+            fed = ", ".join(_describe(child) for child in children) or "nothing"
+            raise CheckFailure(
+                f"Conv2D '{conv['name']}' is not followed by a BatchNormalization (it feeds "
+                f"{fed}): put one after every Conv2D, before the activation."
+            )
+    for norm in norms:
+        children = [record for record in records if norm["name"] in record["parents"]]
+        if not any(child["kind"] == "activation" for child in children):
+            fed = ", ".join(_describe(child) for child in children) or "nothing"
+            raise CheckFailure(
+                f"BatchNormalization {_describe(norm)} should feed the activation (e.g. ReLU) "
+                f"of its convolution; it feeds {fed}."
+            )
+
+
+@check(points=2, probes=("behaviour",))
+def test_batch_norm_behaviour(probe):
+    """Batch statistics and moving-average updates in training; moving statistics at inference."""
+    facts = probe.facts("behaviour")
+    if facts["batch_norm_layers"] == 0:
+        raise CheckFailure(
+            "build_cnn_with_batch_norm() has no BatchNormalization layer "
+            "(keras.layers.BatchNormalization) whose behaviour could be tested."
+        )
+    if facts["inference_batch_gap"] > INFERENCE_TOLERANCE or facts["inference_repeat_gap"] > INFERENCE_TOLERANCE:
+        raise CheckFailure(
+            "In inference mode (training=False) the model's output for an image depends on the "
+            "other images of the batch (difference "
+            f"{max(facts['inference_batch_gap'], facts['inference_repeat_gap']):.3g}): batch "
+            "normalization should then use its moving mean and variance, not batch statistics."
+        )
+    if facts["inference_moving_change"] > 0:
+        raise CheckFailure(
+            "Calling the model in inference mode changed the moving mean/variance of its batch "
+            "normalization; only training should update them."
+        )
+    frozen = [index for index, change in enumerate(facts["training_moving_changes"]) if change < MIN_MOVING_CHANGE]
+    if frozen:
+        raise CheckFailure(
+            f"{len(frozen)} of {facts['batch_norm_layers']} BatchNormalization layers did not "
+            "update their moving mean/variance in training mode (training=True): were they "
+            "frozen (trainable=False) or called with training=False?"
+        )
+
+
+@check(points=1, probes=("output",))
+def test_output(probe):
+    """Ten class probabilities per image."""
+    outputs = probe.array("output", "outputs")
+    require_shape(outputs, (None, NUM_CLASSES), "build_cnn_with_batch_norm()'s output for 16 images")
+    require_finite(outputs, "build_cnn_with_batch_norm()'s output")
+    sums = outputs.sum(axis=-1)
+    if np.any(outputs < 0) or np.max(np.abs(sums - 1.0)) > SUM_TOLERANCE:
+        raise CheckFailure(
+            "The model's outputs are not class probabilities (each row should be >= 0 and sum "
+            f"to 1; row sums range from {sums.min():.3g} to {sums.max():.3g}): end with a "
+            "softmax, as the loss sparse_categorical_crossentropy expects by default."
+        )
+
+
+def _exact_test_labels():
+    from course_lib.data import load_cifar10
+
+    _, labels = load_cifar10("test", limit=TEST_IMAGES, exact_only=True)
+    return labels
+
+
+def _accuracy(probe, key, labels):
+    shape = probe.facts("accuracy")[f"{key}_output_shape"]
+    if len(shape) != 2 or shape[1] != NUM_CLASSES:
+        raise CheckFailure(
+            f"model_{key} should output {NUM_CLASSES} class probabilities per image. "
+            f"Received: output shape {tuple(shape)}"
+        )
+    predictions = probe.array("accuracy", f"{key}_predictions")
+    require_shape(predictions, (len(labels),), f"model_{key}'s predictions")
+    return float(np.mean(predictions == labels))
+
+
+@check(points=3, probes=("accuracy",))
+def test_batch_norm_accuracy(probe):
+    """The trained batch-normalized CNN beats a calibrated accuracy on exact test images."""
+    facts = probe.facts("accuracy")
+    if facts["bn_facts"]["batch_norm_layers"] == 0:
+        raise CheckFailure(
+            "model_bn has no BatchNormalization layer: train the model built by "
+            "build_cnn_with_batch_norm()."
+        )
+    threshold = _thresholds(probe.profile)["bn_accuracy"]
+    accuracy = _accuracy(probe, "bn", _exact_test_labels())
+    if accuracy < threshold:
+        raise CheckFailure(
+            f"model_bn classifies {accuracy:.1%} of the {TEST_IMAGES} exact CIFAR-10 test images "
+            f"correctly; at least {threshold:.1%} is expected in the '{probe.profile}' profile. "
+            "Was it trained with the notebook's settings?"
+        )
+
+
+@check(points=2, probes=("accuracy",))
+def test_batch_norm_helps(probe):
+    """model_bn is at least about as accurate as the same CNN without batch normalization."""
+    facts = probe.facts("accuracy")
+    if facts["same_object"]:
+        raise CheckFailure("model_bn and model_plain are the same model: train two models.")
+    if facts["plain_facts"]["batch_norm_layers"] > 0:
+        raise CheckFailure(
+            "model_plain has BatchNormalization layers: it should be the CNN without them "
+            "(build_cifar_cnn(batch_norm=False))."
+        )
+    if facts["bn_facts"]["batch_norm_layers"] == 0:
+        raise CheckFailure("model_bn has no BatchNormalization layer.")
+    margin = _thresholds(probe.profile)["bn_minus_plain_margin"]
+    labels = _exact_test_labels()
+    accuracy_bn = _accuracy(probe, "bn", labels)
+    accuracy_plain = _accuracy(probe, "plain", labels)
+    if accuracy_bn < accuracy_plain - margin:
+        raise CheckFailure(
+            f"model_bn ({accuracy_bn:.1%}) is less accurate than model_plain ({accuracy_plain:.1%}) "
+            f"by more than {margin:.1%} on the exact test images; with the same training, batch "
+            "normalization should not hurt. Check the BN model's training."
+        )
