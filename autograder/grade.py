@@ -75,7 +75,7 @@ def _failed_report(name, lab_name, message, checks, fingerprint_text="", version
 
 def grade_submission(submission_path, out_dir, lab=None, profile="fast", timeout_s=None,
                      memory_limit_mb=DEFAULT_MEMORY_LIMIT_MB, data_dir=None, keep_work=False,
-                     name=None, resume=False):
+                     name=None, resume=False, kernel_threads=None):
     """Grades one submission; writes `out_dir/<name>/` and returns its report dict.
 
     Never raises for anything wrong with the submission: such problems are reported.
@@ -119,7 +119,7 @@ def grade_submission(submission_path, out_dir, lab=None, profile="fast", timeout
         lambda probe_dir: probe_cell(lab_name, probe_dir, seed),
         timeout_s=timeout_s,
         memory_limit_mb=memory_limit_mb,
-        environment=execute.base_environment(profile, data_dir or os.environ.get("COURSE_DATA_DIR")),
+        environment=_kernel_environment(profile, data_dir, kernel_threads),
     )
     context = {
         "imports": code_imports(notebook),
@@ -150,6 +150,26 @@ def grade_submission(submission_path, out_dir, lab=None, profile="fast", timeout
     if not keep_work:
         shutil.rmtree(work_dir, ignore_errors=True)
     return report
+
+
+def _kernel_environment(profile, data_dir, kernel_threads):
+    """The kernel's environment; `kernel_threads` caps torch's CPU threads (OMP/MKL)."""
+    environment = execute.base_environment(profile, data_dir or os.environ.get("COURSE_DATA_DIR"))
+    if kernel_threads:
+        environment["OMP_NUM_THREADS"] = environment["MKL_NUM_THREADS"] = str(kernel_threads)
+    return environment
+
+
+def kernel_threads_for(workers):
+    """CPU threads per kernel when `workers` kernels share this machine's cores.
+
+    None (torch's own choice) for one worker or when OMP_NUM_THREADS is set already;
+    otherwise the cores divided among the workers, so that parallel kernels do not
+    oversubscribe the CPU (two 2-thread kernels on 2 cores run slower than two 1-thread ones).
+    """
+    if workers <= 1 or "OMP_NUM_THREADS" in os.environ:
+        return None
+    return max(1, (os.cpu_count() or 1) // workers)
 
 
 def _zero_checks(lab_name, message):
@@ -222,6 +242,7 @@ def grade_batch(submissions, out_dir, workers=1, progress=print, **options):
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     options = dict(options, out_dir=str(out_dir))
+    options.setdefault("kernel_threads", kernel_threads_for(workers))
     jobs = [(str(path), name, options) for path, name in zip(submissions, _unique_names(submissions))]
     results = [None] * len(jobs)
     started = time.time()
