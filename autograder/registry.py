@@ -37,6 +37,7 @@ LABS = {
         Lab("lab1", "Batch normalization on CIFAR-10"),
         Lab("lab2", "Fine-tuning ResNet18 on augmented MNIST"),
         Lab("lab3", "Generating MNIST-like images with a VAE"),
+        Lab("lab4", "Generating CIFAR-like images with a convolutional VAE"),
     )
 }
 

@@ -1,0 +1,341 @@
+"""Hidden checks of lab4 (convolutional VAE on CIFAR-10).
+
+Points: decoder output 2, transposed convolutions 2, encoder outputs 1, loss reduction 2,
+loss formula 3, prior samples 4, reconstructions 2 (16 in all). Sample-quality and
+reconstruction thresholds come from autograder/calibration/lab4.json (measured runs).
+"""
+
+import functools
+import json
+import math
+import pathlib
+
+import numpy as np
+
+from autograder.checking import CheckFailure, check, require_finite, require_shape
+
+CALIBRATION_FILE = pathlib.Path(__file__).resolve().parent.parent / "calibration" / "lab4.json"
+IMAGE_SHAPE = (32, 32, 3)
+NUM_PIXEL_VALUES = int(np.prod(IMAGE_SHAPE))
+# Must equal course_lib.vae.MIN_PIXEL_VARIANCE, the floor the notebook asks for.
+MIN_PIXEL_VARIANCE = 1e-4
+TILE_FACTOR = 4  # the loss probe tiles images 2 x 2
+RANGE_TOLERANCE = 1e-5
+LOSS_RTOL = 1e-3
+LOSS_ATOL = 1e-2
+PERFECT_TOLERANCE = 1e-3
+# The formula check forgives a wrong reduction (graded by the reduction check): a mean
+# over all values, over pixels only, or over channels only gives these factors.
+REDUCTION_SCALES = {
+    1.0: "a sum over pixels and channels",
+    1.0 / NUM_PIXEL_VALUES: "a mean over pixels and channels",
+    1.0 / (IMAGE_SHAPE[0] * IMAGE_SHAPE[1]): "a mean over pixels",
+    1.0 / IMAGE_SHAPE[2]: "a mean over channels",
+}
+SCALE_RTOL = 1e-3
+COURSE_LIB_DECODER_NAMES = ("build_decoder", "decoder_outputs", "build_autoencoder")
+COURSE_LIB_LOSS_NAMES = ("gaussian_nll", "bernoulli_nll", "per_image_terms", "_batch_variance")
+MAX_BAD_SHOWN = 3
+
+
+@functools.lru_cache(maxsize=None)
+def _calibration():
+    with open(CALIBRATION_FILE, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _thresholds(profile):
+    profiles = _calibration()["profiles"]
+    if profile not in profiles:
+        raise CheckFailure(f"No lab4 thresholds for the run profile {profile!r}.")
+    return profiles[profile]["thresholds"]
+
+
+def reference_reconstruction_loss(images, reconstructions):
+    """The notebook's formula: per-image Gaussian NLL with the batch's ML variance, in nats.
+
+    `variance = max(mean((x - x_hat)^2 over the whole batch), MIN_PIXEL_VARIANCE)`, then
+    `sum over pixels and channels of 0.5 * (x - x_hat)^2 / variance + 0.5 * log(2 pi variance)`.
+    """
+    images = np.asarray(images, dtype=np.float64)
+    reconstructions = np.asarray(reconstructions, dtype=np.float64)
+    squared_error = (images - reconstructions) ** 2
+    variance = max(float(np.mean(squared_error)), MIN_PIXEL_VARIANCE)
+    per_image = squared_error.reshape(images.shape[0], -1)
+    num_values = per_image.shape[1]
+    return 0.5 * per_image.sum(axis=1) / variance + 0.5 * num_values * math.log(2.0 * math.pi * variance)
+
+
+def _delegated(names, forbidden):
+    return sorted(set(names) & set(forbidden))
+
+
+def _require_own_decoder_function(facts):
+    if facts.get("function_module") not in (None, "__main__"):
+        raise CheckFailure(
+            "build_cifar_decoder comes from another module "
+            f"({facts.get('function_module')}); write it in the notebook."
+        )
+    used = _delegated(facts.get("referenced_names", []), COURSE_LIB_DECODER_NAMES)
+    if used:
+        raise CheckFailure(
+            f"build_cifar_decoder calls course_lib's decoder ({', '.join(used)}); "
+            "build the transposed-convolution layers yourself."
+        )
+
+
+# ---------------------------------------------------------------- decoder
+
+
+@check(points=2, probes=("decoder",))
+def test_decoder_output_shape_and_range(probe):
+    facts = probe.facts("decoder")
+    _require_own_decoder_function(facts)
+    for key, size in (("main", facts["latent_dim"]), ("other", facts["other_latent_dim"])):
+        images = probe.array("decoder", f"{key}_images")
+        what = f"build_cifar_decoder({size}) applied to a batch of {size}-dimensional codes"
+        require_shape(images, (None, *IMAGE_SHAPE), what)
+        require_finite(images, what)
+        low, high = float(images.min()), float(images.max())
+        if low < -RANGE_TOLERANCE or high > 1.0 + RANGE_TOLERANCE:
+            raise CheckFailure(
+                f"{what} gives values in [{low:.3g}, {high:.3g}]; pixels must lie in [0, 1] "
+                "(end with a sigmoid)."
+            )
+
+
+@check(points=2, probes=("decoder",))
+def test_decoder_uses_transposed_convolutions(probe):
+    facts = probe.facts("decoder")
+    _require_own_decoder_function(facts)
+    transposed = [layer for layer in facts.get("layers", []) if layer.get("transposed")]
+    if not transposed:
+        raise CheckFailure(
+            "The decoder has no Conv2DTranspose layer: upsample with transposed convolutions, "
+            "the topic of this lab."
+        )
+    if not any(max(layer["strides"]) > 1 for layer in transposed):
+        raise CheckFailure(
+            "No Conv2DTranspose layer of the decoder has strides > 1, so none of them "
+            "upsamples: use stride-2 transposed convolutions to grow the image to 32x32."
+        )
+
+
+# ---------------------------------------------------------------- encoder
+
+
+@check(points=1, probes=("encoder",))
+def test_encoder_outputs(probe):
+    facts = probe.facts("encoder")
+    latent_dim = facts["latent_dim"]
+    if facts["num_outputs"] != 3:
+        raise CheckFailure(
+            f"vae.encoder returns {facts['num_outputs']} output(s); expected 3: "
+            "[z_mean, z_log_var, z]."
+        )
+    for index, name in enumerate(("z_mean", "z_log_var", "z")):
+        output = probe.array("encoder", f"output{index}")
+        require_shape(output, (None, latent_dim), f"vae.encoder's {name}")
+        require_finite(output, f"vae.encoder's {name}")
+
+
+# ---------------------------------------------------------------- reconstruction loss
+
+
+def _loss_arrays(probe):
+    return (
+        probe.array("loss", "images"),
+        probe.array("loss", "reconstructions"),
+        probe.array("loss", "loss_noisy"),
+        probe.array("loss", "loss_perfect"),
+    )
+
+
+def _close(values, expected, rtol=LOSS_RTOL):
+    """Whether two vectors agree, relative to the size of `expected` as a whole."""
+    values = np.asarray(values, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    return bool(np.linalg.norm(values - expected) <= rtol * np.linalg.norm(expected) + LOSS_ATOL)
+
+
+@check(points=2, probes=("loss",))
+def test_reconstruction_loss_sums_over_pixels(probe):
+    images, reconstructions, loss_noisy, _ = _loss_arrays(probe)
+    batch = images.shape[0]
+    shape = tuple(np.shape(loss_noisy))
+    if shape == ():
+        raise CheckFailure(
+            "reconstruction_loss returns one number for the whole batch; return one value "
+            f"per image, shape ({batch},) (no mean over the batch)."
+        )
+    if shape[0] == batch and len(shape) > 1:
+        raise CheckFailure(
+            f"reconstruction_loss returns shape {shape}: it sums over the wrong axes. Sum over "
+            f"height, width and channels (axes 1, 2, 3) to get shape ({batch},)."
+        )
+    require_shape(loss_noisy, (batch,), "reconstruction_loss(images, reconstructions)")
+    require_finite(loss_noisy, "reconstruction_loss(images, reconstructions)")
+    facts = probe.facts("loss")
+    if facts.get("tiled_error") is None:
+        loss_tiled = probe.array("loss", "loss_tiled")
+        if np.shape(loss_tiled) == (batch,):
+            if _close(loss_tiled, TILE_FACTOR * loss_noisy):
+                return
+            if _close(loss_tiled, loss_noisy):
+                raise CheckFailure(
+                    "reconstruction_loss averages over the pixels instead of summing them: the "
+                    "same image drawn twice as high and wide gets the same loss, not 4 times it."
+                )
+    # Fallback (loss written for 32x32 images only, or not of the documented form):
+    # compare with the documented formula itself.
+    expected = reference_reconstruction_loss(images, reconstructions)
+    if _close(loss_noisy, expected):
+        return
+    for scale, name in REDUCTION_SCALES.items():
+        if scale != 1.0 and _close(loss_noisy, scale * expected):
+            raise CheckFailure(
+                f"reconstruction_loss takes {name} instead of summing over all pixels and "
+                "channels of each image."
+            )
+
+
+@check(points=3, probes=("loss",))
+def test_reconstruction_loss_formula(probe):
+    images, reconstructions, loss_noisy, loss_perfect = _loss_arrays(probe)
+    facts = probe.facts("loss")
+    if facts.get("function_module") not in (None, "__main__"):
+        raise CheckFailure(
+            f"reconstruction_loss comes from another module ({facts.get('function_module')}); "
+            "write it in the notebook."
+        )
+    used = _delegated(facts.get("referenced_names", []), COURSE_LIB_LOSS_NAMES)
+    if used:
+        raise CheckFailure(
+            f"reconstruction_loss calls course_lib ({', '.join(used)}); write the formula yourself."
+        )
+    batch = images.shape[0]
+    per_image = []
+    for name, values in (("noisy", loss_noisy), ("perfect", loss_perfect)):
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim == 0 or values.shape[0] != batch:
+            raise CheckFailure(
+                f"reconstruction_loss returns shape {values.shape}; it needs one value per "
+                f"image, shape ({batch},), to be compared with the formula."
+            )
+        # A wrong reduction is the other check's business: reduce what is left.
+        values = values.reshape(batch, -1).sum(axis=1)
+        require_finite(values, f"reconstruction_loss on {name} reconstructions")
+        per_image.append(values)
+    noisy, perfect = per_image
+    slack = PERFECT_TOLERANCE * np.abs(noisy) + PERFECT_TOLERANCE
+    if np.any(perfect > noisy + slack):
+        raise CheckFailure(
+            "reconstruction_loss(images, images) is not the smallest value: a perfect "
+            "reconstruction must get a lower loss than a noisy one."
+        )
+    expected = np.concatenate(
+        [reference_reconstruction_loss(images, reconstructions), reference_reconstruction_loss(images, images)]
+    )
+    measured = np.concatenate([noisy, perfect])
+    for scale in REDUCTION_SCALES:
+        if _close(measured, scale * expected):
+            return
+    expected_perfect = reference_reconstruction_loss(images[:1], images[:1])[0]
+    raise CheckFailure(
+        "reconstruction_loss does not match the Gaussian negative log-likelihood of the notebook: "
+        "variance = max(mean squared error over the batch, 1e-4), then per image the sum over "
+        "pixels and channels of 0.5 * (x - x_hat)^2 / variance + 0.5 * log(2 pi variance). "
+        f"For example a perfect reconstruction should give {expected_perfect:.1f}; yours gives "
+        f"{perfect[0]:.1f}."
+    )
+
+
+# ---------------------------------------------------------------- trained model
+
+
+def _require_student_model(facts):
+    if facts.get("vae_module") == "course_lib.vae":
+        raise CheckFailure(
+            f"`vae` is course_lib's {facts.get('vae_class')}, which never calls your "
+            "reconstruction_loss: train the notebook's model class instead."
+        )
+    if facts.get("decoder_from_function") is False:
+        raise CheckFailure(
+            "vae.decoder is not built by build_cifar_decoder(LATENT_DIM): train your own decoder."
+        )
+
+
+def _require_images(images, expected_count, what):
+    require_shape(images, (expected_count, *IMAGE_SHAPE), what)
+    require_finite(images, what)
+    low, high = float(images.min()), float(images.max())
+    if low < -RANGE_TOLERANCE or high > 1.0 + RANGE_TOLERANCE:
+        raise CheckFailure(f"{what} has values in [{low:.3g}, {high:.3g}]; pixels must lie in [0, 1].")
+    return np.clip(images, 0.0, 1.0)
+
+
+@functools.lru_cache(maxsize=2)
+def _training_images(profile):
+    import course_lib
+    from course_lib.data import load_cifar10
+
+    limit = course_lib.settings("lab4", profile)["train_examples"]
+    return load_cifar10("train", limit=limit)[0]
+
+
+@check(points=4, probes=("samples",))
+def test_prior_sample_quality(probe):
+    from autograder.quality import sample_quality_report
+
+    facts = probe.facts("samples")
+    _require_student_model(facts)
+    samples = probe.array("samples", "samples")
+    samples = _require_images(samples, None, "vae.decoder's samples from the prior")
+    thresholds = _thresholds(probe.profile)
+    report = sample_quality_report("cifar10", samples, _training_images(probe.profile))
+    problems = []
+    if report["copy_fraction"] > thresholds["max_copy_fraction"]:
+        problems.append(
+            f"{report['copy_fraction']:.0%} of the samples are copies of training images "
+            f"(at most {thresholds['max_copy_fraction']:.0%} allowed)"
+        )
+    if report["frechet_distance"] > thresholds["max_frechet_distance"]:
+        problems.append(
+            f"the Fréchet distance to real CIFAR-10 images is {report['frechet_distance']:.1f} "
+            f"(at most {thresholds['max_frechet_distance']:.1f} needed)"
+        )
+    if report["classifier_score"] < thresholds["min_classifier_score"]:
+        problems.append(
+            f"the classifier score is {report['classifier_score']:.2f} "
+            f"(at least {thresholds['min_classifier_score']:.2f} needed: samples too alike "
+            "or unlike any class)"
+        )
+    if problems:
+        raise CheckFailure(
+            f"Samples of vae.decoder from N(0, I) ({report['num_samples']} codes): "
+            + "; ".join(problems[:MAX_BAD_SHOWN])
+            + ". Was the model trained with the KL term, as long as the notebook says?"
+        )
+
+
+@check(points=2, probes=("reconstructions",))
+def test_reconstructions_of_test_images(probe):
+    from course_lib.data import load_cifar10
+
+    facts = probe.facts("reconstructions")
+    _require_student_model(facts)
+    originals, _ = load_cifar10("test", exact_only=True)
+    reconstructions = _require_images(
+        probe.array("reconstructions", "reconstructions"),
+        originals.shape[0],
+        "the reconstructions of the exact CIFAR-10 test images",
+    )
+    mse = float(np.mean((reconstructions - originals) ** 2))
+    limit = _thresholds(probe.profile)["max_reconstruction_mse"]
+    if mse > limit:
+        raise CheckFailure(
+            f"Reconstructions of the {originals.shape[0]} exact CIFAR-10 test images (through "
+            f"z_mean) have a mean squared error of {mse:.4f} per pixel value; at most "
+            f"{limit:.4f} is needed. Is the encoder's z_mean used by the decoder, and was the "
+            "model trained?"
+        )
