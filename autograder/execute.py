@@ -259,7 +259,8 @@ def base_environment(profile, data_dir):
         {
             "KERAS_BACKEND": "torch",
             "COURSE_PROFILE": profile,
-            "MPLBACKEND": "Agg",
+            # The inline backend, as in Jupyter: figures reach the feedback notebook.
+            "MPLBACKEND": "module://matplotlib_inline.backend_inline",
             "PYTHONHASHSEED": "0",
             "PYTHONDONTWRITEBYTECODE": "1",
         }

@@ -38,6 +38,7 @@ LABS = {
         Lab("lab2", "Fine-tuning ResNet18 on augmented MNIST"),
         Lab("lab3", "Generating MNIST-like images with a VAE"),
         Lab("lab4", "Generating CIFAR-like images with a convolutional VAE"),
+        Lab("lab5", "Beta-VAE: latent perturbation and disentanglement"),
     )
 }
 

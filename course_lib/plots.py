@@ -24,6 +24,38 @@ CURVE_INCHES = (5.0, 3.5)
 MAX_GRID_IMAGES = 400
 GRAYSCALE_CMAP = "gray"
 DEFAULT_NCOLS = 8
+NOTEBOOK_FIGURE_FORMAT = "png"
+
+
+def show_figures_in_notebook(shell=None):
+    """Makes an IPython kernel draw returned Figures as PNG images.
+
+    The figures here are plain `Figure` objects (not managed by pyplot, so they never
+    pile up in memory). Jupyter only draws such an object once pyplot's inline backend
+    has been loaded; a notebook that has not imported pyplot would print
+    `<Figure size ...>` instead. Called when this module is imported in a kernel.
+
+    Args:
+        shell: the IPython shell; the running one by default.
+
+    Returns:
+        True if a kernel was found and the PNG formatter registered, False otherwise.
+    """
+    if shell is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return False
+        shell = get_ipython()
+    if shell is None or not hasattr(shell, "display_formatter"):
+        return False
+    from IPython.core.pylabtools import print_figure
+
+    formatter = shell.display_formatter.formatters[f"image/{NOTEBOOK_FIGURE_FORMAT}"]
+    formatter.for_type(
+        Figure, lambda figure: print_figure(figure, NOTEBOOK_FIGURE_FORMAT, bbox_inches="tight")
+    )
+    return True
 
 
 def _validated_images(images, name="images"):
@@ -342,3 +374,6 @@ def training_curves(histories):
         axis.set_xlabel("epoch")
         axis.legend(fontsize="small")
     return figure
+
+
+show_figures_in_notebook()

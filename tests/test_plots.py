@@ -1,5 +1,6 @@
 """Tests for course_lib.plots: each function returns a Figure of the expected layout."""
 
+import types
 import matplotlib
 
 matplotlib.use("Agg")
@@ -172,3 +173,19 @@ def test_decoded_manifold_and_traversal_with_a_keras_decoder():
     assert manifold.axes[0].get_images()[0].get_array().shape == (112, 112)
     traversal = plots.latent_traversal(decoder, np.zeros(2), [-1.0, 0.0, 1.0])
     assert _num_images_drawn(traversal) == 6
+
+
+def test_returned_figures_display_as_png_in_a_notebook_kernel():
+    from IPython.core.formatters import DisplayFormatter
+
+    shell = types.SimpleNamespace(display_formatter=DisplayFormatter())
+    figure = plots.image_grid(np.zeros((4, 28, 28, 1)))
+    before, _ = shell.display_formatter.format(figure)
+    assert "image/png" not in before
+    assert plots.show_figures_in_notebook(shell) is True
+    after, _ = shell.display_formatter.format(figure)
+    assert after["image/png"][:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_outside_a_kernel_nothing_is_registered():
+    assert plots.show_figures_in_notebook(types.SimpleNamespace()) is False
