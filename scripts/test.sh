@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/env.sh
-exec python -m pytest -ra "$@"
+exec python -m pytest -ra --durations=15 "$@"
