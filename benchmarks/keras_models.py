@@ -1,0 +1,141 @@
+"""The labs' Keras models, built and compiled the way the notebooks do (fast profile)."""
+
+import course_lib  # first: it selects Keras' torch backend
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import layers  # noqa: E402
+
+from course_lib import vae as vae_lib  # noqa: E402
+from course_lib.cnn import build_cifar_cnn  # noqa: E402
+from course_lib.resnet import build_mnist_resnet18, unfreeze_backbone  # noqa: E402
+
+MNIST_SHAPE = (28, 28, 1)
+CIFAR_SHAPE = (32, 32, 3)
+CLASSIFIER_LOSS = "sparse_categorical_crossentropy"
+LAB2_FINETUNE_LEARNING_RATE_DIVISOR = 10
+LAB3_HIDDEN_UNITS = 256
+LAB3_LATENT_DIM = 2
+LAB3_LEARNING_RATE = 2e-3
+LAB4_LATENT_DIM = 32
+LAB4_LEARNING_RATE = 1e-3
+SEED = 0
+
+
+def build_lab1_cnn(batch_norm, jit_compile=False):
+    """Lab 1's CIFAR CNN with the fast profile's filters, compiled like the notebook."""
+    lab1 = course_lib.settings("lab1", "fast")
+    model = build_cifar_cnn(batch_norm=batch_norm, filters=lab1["filters"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(lab1["learning_rate"]),
+        loss=CLASSIFIER_LOSS,
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def build_lab1_cnn_channels_first(batch_norm, jit_compile=False):
+    """Lab 1's CNN computing in NCHW inside: an experiment, not a course model.
+
+    Same layers, inputs still NHWC: one `Permute` to channels-first, then every
+    convolution, BN and pooling with `data_format="channels_first"`, which spares
+    Keras' torch backend a transpose to NCHW (and back) around each of them.
+    """
+    lab1 = course_lib.settings("lab1", "fast")
+    channels_first = "channels_first"
+    inputs = keras.Input(shape=CIFAR_SHAPE, name="image")
+    x = layers.Permute((3, 1, 2), name="to_channels_first")(inputs)
+    for block, block_filters in enumerate(lab1["filters"], start=1):
+        for index in (1, 2):
+            x = layers.Conv2D(
+                block_filters, 3, padding="same", use_bias=not batch_norm,
+                kernel_initializer="he_normal", data_format=channels_first,
+                name=f"block{block}_conv{index}",
+            )(x)
+            if batch_norm:
+                x = layers.BatchNormalization(axis=1, momentum=0.9, name=f"block{block}_bn{index}")(x)
+            x = layers.ReLU(name=f"block{block}_relu{index}")(x)
+        x = layers.MaxPooling2D(2, data_format=channels_first, name=f"block{block}_pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(128, activation="relu", kernel_initializer="he_normal", name="dense")(x)
+    x = layers.Dropout(0.3, name="dropout")(x)
+    outputs = layers.Dense(10, activation="softmax", name="predictions")(x)
+    model = keras.Model(inputs, outputs, name="cifar_cnn_channels_first")
+    model.compile(
+        optimizer=keras.optimizers.Adam(lab1["learning_rate"]),
+        loss=CLASSIFIER_LOSS,
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def build_lab2_resnet(jit_compile=False):
+    """Lab 2's MNIST ResNet18 in its fine-tuning phase: backbone trainable, BN frozen.
+
+    No augmentation layers (the torch twin has none either).
+    """
+    lab2 = course_lib.settings("lab2", "fast")
+    model = build_mnist_resnet18(lab2["image_size"], verbose=False)
+    unfreeze_backbone(model, keep_batch_norm_frozen=True)
+    learning_rate = lab2["frozen_learning_rate"] / LAB2_FINETUNE_LEARNING_RATE_DIVISOR
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=CLASSIFIER_LOSS,
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def _dense_encoder(latent_dim):
+    images = keras.Input(shape=MNIST_SHAPE, name="image")
+    features = layers.Flatten()(images)
+    features = layers.Dense(LAB3_HIDDEN_UNITS, activation="relu")(features)
+    z_mean = layers.Dense(latent_dim, name="z_mean")(features)
+    z_log_var = layers.Dense(latent_dim, name="z_log_var")(features)
+    z = vae_lib.Sampling(seed=SEED, name="z")([z_mean, z_log_var])
+    return keras.Model(images, [z_mean, z_log_var, z], name="encoder")
+
+
+def _dense_decoder(latent_dim):
+    codes = keras.Input(shape=(latent_dim,), name="z")
+    features = layers.Dense(LAB3_HIDDEN_UNITS, activation="relu")(codes)
+    pixels = layers.Dense(int(np.prod(MNIST_SHAPE)), activation="sigmoid")(features)
+    images = layers.Reshape(MNIST_SHAPE, name="image")(pixels)
+    return keras.Model(codes, images, name="decoder")
+
+
+def build_lab3_vae(jit_compile=False):
+    """Lab 3's dense VAE (784-256-2, Bernoulli) as a `course_lib.vae.VAE`."""
+    model = vae_lib.VAE(
+        _dense_encoder(LAB3_LATENT_DIM), _dense_decoder(LAB3_LATENT_DIM), likelihood="bernoulli"
+    )
+    model.compile(optimizer=keras.optimizers.Adam(LAB3_LEARNING_RATE), jit_compile=jit_compile)
+    return model
+
+
+def build_lab4_vae(jit_compile=False):
+    """Lab 4's CIFAR VAE: `course_lib.vae` conv encoder/decoder, Gaussian likelihood."""
+    encoder = vae_lib.build_encoder(CIFAR_SHAPE, LAB4_LATENT_DIM, seed=SEED)
+    decoder = vae_lib.build_decoder(CIFAR_SHAPE, LAB4_LATENT_DIM)
+    model = vae_lib.VAE(encoder, decoder, likelihood="gaussian")
+    model.compile(optimizer=keras.optimizers.Adam(LAB4_LEARNING_RATE), jit_compile=jit_compile)
+    return model
+
+
+def trainable_count(model):
+    """Number of scalars in the model's trainable weights."""
+    return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
+
+
+def batch_norm_statistic_count(model):
+    """Number of scalars in the moving means and variances of the BN layers."""
+    return int(
+        sum(
+            np.prod(weight.shape)
+            for weight in model.weights
+            if weight.path.endswith(("moving_mean", "moving_variance"))
+        )
+    )

@@ -1,0 +1,169 @@
+"""Tests of benchmarks/: fair twins (quick), grading-cost tables (quick), timing (benchmark)."""
+
+import json
+import math
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+# benchmarks/ is not an installed package: make it importable under plain `pytest` too.
+REPO_ROOT = str(pathlib.Path(__file__).resolve().parent.parent)
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+from benchmarks import grading_cost, keras_models, step_time, torch_models  # noqa: E402
+
+CASE_NAMES = list(step_time.CASES)
+
+
+@pytest.fixture(scope="module")
+def built_pairs():
+    """Every case's Keras model and torch twin, built once."""
+    torch.set_num_threads(1)
+    pairs = {}
+    for name, case in step_time.CASES.items():
+        twin = case.build_torch()
+        if case.freeze_batch_norm:
+            twin.freeze_batch_norm()
+        pairs[name] = (case.build_keras(False), twin)
+    return pairs
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_twins_have_the_same_trainable_parameter_count(built_pairs, name):
+    keras_model, torch_model = built_pairs[name]
+    assert keras_models.trainable_count(keras_model) == torch_models.trainable_parameter_count(
+        torch_model
+    )
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_twins_have_the_same_batch_norm_statistics(built_pairs, name):
+    keras_model, torch_model = built_pairs[name]
+    assert keras_models.batch_norm_statistic_count(
+        keras_model
+    ) == torch_models.batch_norm_statistic_count(torch_model)
+
+
+def test_lab2_twin_freezes_batch_norm_like_the_keras_fine_tuning(built_pairs):
+    keras_model, torch_model = built_pairs["lab2_resnet18"]
+    frozen = [module for module in torch_model.batch_norm_modules() if not module.training]
+    assert len(frozen) == len(torch_model.batch_norm_modules()) > 0
+    keras_frozen = [
+        weight for weight in keras_model.non_trainable_weights if "gamma" in weight.path
+    ]
+    assert len(keras_frozen) == len(frozen)
+
+
+@pytest.mark.parametrize("name", ["lab1_cnn", "lab3_dense_vae", "lab4_conv_vae"])
+def test_torch_twin_step_runs_and_reports_finite_totals(name):
+    case = step_time.CASES[name]
+    images, labels = step_time.make_data(case, 2 * case.batch_size)
+    runner = step_time.TorchRunner(case, images, labels)
+    before = [parameter.detach().clone() for parameter in runner.model.parameters()]
+    totals = runner.run()
+    assert math.isfinite(totals["loss"]) and totals["loss"] > 0
+    changed = [
+        not torch.equal(old, new.detach()) for old, new in zip(before, runner.model.parameters())
+    ]
+    assert all(changed)
+
+
+def test_make_data_shapes_and_ranges():
+    case = step_time.CASES["lab4_conv_vae"]
+    images, labels = step_time.make_data(case, 10)
+    assert images.shape == (10, 32, 32, 3) and images.dtype == np.float32
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert labels.shape == (10,) and labels.dtype == np.int64
+
+
+def test_keras_runner_rejects_an_unknown_variant():
+    case = step_time.CASES["lab3_dense_vae"]
+    images, labels = step_time.make_data(case, case.batch_size)
+    with pytest.raises(ValueError, match="how='compiled'"):
+        step_time.KerasRunner(case, "compiled", images, labels)
+
+
+def _write_report(folder, lab, seconds, memory):
+    folder.mkdir(parents=True)
+    report = {
+        "lab": lab,
+        "submission": lab,
+        "status": "graded",
+        "score": 5.0,
+        "max_score": 10.0,
+        "profile": "fast",
+        "seconds": seconds,
+        "notebook_seconds": seconds - 10.0,
+        "peak_memory_mb": memory,
+        "checks": [],
+    }
+    (folder / grading_cost.REPORT_NAME).write_text(json.dumps(report))
+
+
+def test_collect_reports_finds_nested_reports_sorted_by_lab(tmp_path):
+    _write_report(tmp_path / "lab3", "lab3", 120.5, 900.0)
+    _write_report(tmp_path / "run" / "lab1", "lab1", 300.25, 1200.5)
+    rows = grading_cost.collect_reports(tmp_path)
+    assert [row["lab"] for row in rows] == ["lab1", "lab3"]
+    assert rows[0]["seconds"] == 300.25 and rows[0]["peak_memory_mb"] == 1200.5
+    assert rows[1]["notebook_seconds"] == pytest.approx(110.5)
+    table = grading_cost.format_grading_table(rows)
+    assert "| lab1 | lab1 | graded | 5.0/10.0 | 300.2 | 290.2 | 1200.5 | fast |" in table
+    assert len(table.splitlines()) == 2 + len(rows)
+
+
+def test_read_report_tolerates_missing_cost_fields_and_rejects_non_objects(tmp_path):
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({"lab": "lab2", "status": "error"}))
+    row = grading_cost.read_report(path)
+    assert row["seconds"] is None and row["lab"] == "lab2"
+    assert "| lab2 | - | error | -/- | - | - | - | - |" in grading_cost.format_grading_table([row])
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="JSON object"):
+        grading_cost.read_report(path)
+
+
+def test_grade_command_grades_the_solution_into_a_lab_folder(tmp_path):
+    command = grading_cost.grade_command("lab2", tmp_path, root="/repo", python="python")
+    assert command == [
+        "python", "-m", "autograder", "grade",
+        "/repo/solutions/lab2/lab2.ipynb", "--out", str(tmp_path / "lab2"),
+    ]
+    with pytest.raises(FileNotFoundError, match="lab9"):
+        grading_cost.grade_solutions(["lab9"], tmp_path, root=tmp_path)
+
+
+def test_format_table_marks_the_target():
+    result = {
+        "case": "lab3_dense_vae", "how": "fit", "batch_size": 128, "steps": 40, "rounds": 5,
+        "keras_ms": 33.0, "torch_ms": 30.0, "ratio": 1.1, "ratio_low": 1.05, "ratio_high": 1.2,
+    }
+    slow = dict(result, ratio=1.5)
+    lines = step_time.format_table([result, slow], target_ratio=1.10).splitlines()
+    assert lines[2].endswith("| met |") and lines[3].endswith("| missed |")
+
+
+@pytest.mark.benchmark
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_step_time_measurement_gives_a_positive_ratio(name):
+    torch.set_num_threads(1)
+    result = step_time.measure_case(step_time.CASES[name], "fit", rounds=2, steps=4)
+    assert len(result["keras_rounds_ms"]) == len(result["torch_rounds_ms"]) == 2
+    assert result["keras_ms"] > 0 and result["torch_ms"] > 0
+    assert result["ratio_low"] <= result["ratio"] * 1.0001
+    assert result["ratio"] <= result["ratio_high"] * 1.0001
+    assert result["keras_cpu_ms"] > 0 and result["cpu_ratio"] > 0
+    assert result["keras_faults"] >= 0 and result["torch_faults"] >= 0
+
+
+@pytest.mark.benchmark
+def test_train_function_variant_runs_without_fit():
+    torch.set_num_threads(1)
+    result = step_time.measure_case(
+        step_time.CASES["lab3_dense_vae"], "train_function", rounds=2, steps=4
+    )
+    assert result["how"] == "train_function" and result["keras_ms"] > 0
