@@ -46,6 +46,9 @@ def _parse_arguments(argv):
                              "(with --grade: where the reports go)")
     parser.add_argument("--keep-freed-memory", action="store_true",
                         help="raise glibc's mmap/trim thresholds first (benchmarks/allocator.py)")
+    parser.add_argument("--lab3-likelihood", default="",
+                        help="comma-separated seeds: train lab 3's VAE and measure its test "
+                             "negative ELBO and importance-sampled NLL")
     parser.add_argument("--out", default=None, help="also write the Markdown here")
     parser.add_argument("--json", default=None, help="write the raw results as JSON here")
     parser.add_argument("--list", action="store_true", help="list the models and exit")
@@ -139,6 +142,14 @@ def _grading_section(arguments, results):
     )
 
 
+def _likelihood_section(arguments, results):
+    from benchmarks.likelihood import format_likelihood_table, lab3_likelihood
+
+    rows = [lab3_likelihood(int(seed)) for seed in _split(arguments.lab3_likelihood)]
+    results["lab3_likelihood"] = rows
+    return "### Lab 3 test likelihood\n\n" + format_likelihood_table(rows)
+
+
 def main(argv=None):
     arguments = _parse_arguments(argv)
     import torch
@@ -167,6 +178,8 @@ def main(argv=None):
         sections.append(_profile_section(arguments, results))
     if arguments.grading_dir is not None:
         sections.append(_grading_section(arguments, results))
+    if arguments.lab3_likelihood:
+        sections.append(_likelihood_section(arguments, results))
     text = "\n\n".join(sections) + "\n"
     print(text)
     if arguments.out:

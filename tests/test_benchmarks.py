@@ -167,3 +167,18 @@ def test_train_function_variant_runs_without_fit():
         step_time.CASES["lab3_dense_vae"], "train_function", rounds=2, steps=4
     )
     assert result["how"] == "train_function" and result["keras_ms"] > 0
+
+
+def test_likelihood_table_has_one_row_per_seed():
+    from benchmarks.likelihood import format_likelihood_table
+
+    rows = [
+        {"seed": seed, "budget": "12000 images x 4 epochs, batch 128", "train_seconds": 50.0,
+         "negative_elbo_nats": 150.0 + seed, "negative_elbo_bits_per_dim": 0.28,
+         "nll_nats": 145.0 + seed, "nll_bits_per_dim": 0.27, "importance_samples": 100}
+        for seed in (0, 1)
+    ]
+    lines = format_likelihood_table(rows).splitlines()
+    assert len(lines) == 2 + len(rows)
+    assert lines[2].startswith("| 0 |") and "145.0 (100)" in lines[2]
+    assert "146.0 (100)" in lines[3]

@@ -213,6 +213,35 @@ def test_evaluate_elbo_rejects_bad_images():
         vae_lib.evaluate_elbo(_mnist_vae(), np.zeros((28, 28)))
 
 
+def test_importance_sampling_tightens_the_elbo_and_repeats():
+    images, _ = data.load_mnist("test", limit=64)
+    course_lib.set_seed(3)
+    model = _mnist_vae(seed=3)
+    single = vae_lib.importance_sampled_nll(model, images, num_importance_samples=1)
+    many = vae_lib.importance_sampled_nll(model, images, num_importance_samples=64)
+    elbo = vae_lib.evaluate_elbo(model, images)
+    # K = 1 is a one-sample ELBO estimate; more samples give a tighter (lower) NLL bound.
+    assert single["nll_nats_per_image"] == pytest.approx(elbo["elbo_nats_per_image"], rel=0.03)
+    assert many["nll_nats_per_image"] < single["nll_nats_per_image"]
+    assert many == vae_lib.importance_sampled_nll(model, images, num_importance_samples=64)
+    expected_bits = many["nll_nats_per_image"] / (28 * 28 * math.log(2.0))
+    assert many["bits_per_dim"] == pytest.approx(expected_bits, rel=1e-9)
+
+
+def test_importance_sampling_gaussian_and_bad_arguments():
+    images, _ = data.load_cifar10("test", limit=8, exact_only=True)
+    model = vae_lib.VAE(
+        vae_lib.build_encoder(CIFAR_SHAPE, 4), vae_lib.build_decoder(CIFAR_SHAPE, 4),
+        likelihood="gaussian",
+    )
+    result = vae_lib.importance_sampled_nll(model, images, num_importance_samples=4)
+    assert math.isfinite(result["nll_nats_per_image"]) and result["num_importance_samples"] == 4
+    expected_bits = result["nll_nats_per_image"] / (32 * 32 * 3 * math.log(2.0)) + 8.0
+    assert result["bits_per_dim"] == pytest.approx(expected_bits, rel=1e-9)
+    with pytest.raises(ValueError, match="num_importance_samples=0"):
+        vae_lib.importance_sampled_nll(model, images, num_importance_samples=0)
+
+
 def test_sample_prior_shapes_and_seeds():
     decoder = vae_lib.build_decoder(MNIST_SHAPE, 3)
     samples = vae_lib.sample_prior(decoder, 10, 3, seed=4)
