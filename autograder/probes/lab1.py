@@ -5,7 +5,7 @@ record what the trained `model_bn` / `model_plain` predict on the 1,000 exact CI
 test images. They decide nothing: the checks (autograder/checks/test_lab1.py) do.
 """
 
-from autograder.probes.runtime import ProbeError, require, to_numpy  # noqa: F401  (prepended in kernels)
+from autograder.probes.runtime import ProbeError, referenced_names, require, to_numpy  # noqa: F401  (prepended in kernels)
 
 TEST_IMAGES = 1000
 OUTPUT_BATCH = 16
@@ -97,39 +97,6 @@ def _walk(model, input_parents, records):
     return previous
 
 
-def _referenced_names(function):
-    """Global and attribute names used by `function` and by the helpers it calls.
-
-    Helpers are the functions defined beside it (same globals), followed recursively.
-    Names bound to course_lib objects are reported as "module.name".
-    """
-    import types
-
-    found, seen, pending = set(), set(), [function]
-    globals_of_notebook = getattr(function, "__globals__", {})
-    while pending:
-        current = pending.pop()
-        code = getattr(current, "__code__", None)
-        if code is None or id(code) in seen:
-            continue
-        seen.add(id(code))
-        codes = [code]
-        while codes:
-            block = codes.pop()
-            for constant in block.co_consts:
-                if isinstance(constant, types.CodeType):
-                    codes.append(constant)
-            for name in block.co_names:
-                found.add(name)
-                value = globals_of_notebook.get(name)
-                module = getattr(value, "__module__", "") or ""
-                if module.startswith("course_lib"):
-                    found.add(f"{module}.{getattr(value, '__name__', name)}")
-                if isinstance(value, types.FunctionType) and value.__globals__ is globals_of_notebook:
-                    pending.append(value)
-    return sorted(found)
-
-
 def _build_student_model(namespace):
     import keras
 
@@ -147,7 +114,7 @@ def probe_structure(namespace, rng):
     build, model = _build_student_model(namespace)
     records = []
     _walk(model, ["<input>"], records)
-    return {"layers": records, "references": _referenced_names(build)}
+    return {"layers": records, "references": referenced_names(build)}
 
 
 def _batch_norm_layers(model):

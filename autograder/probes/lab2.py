@@ -5,7 +5,7 @@ digits chosen with the grader's generator, read the freezing `schedule` the note
 recorded while it trained, and decide nothing: autograder/checks/test_lab2.py does.
 """
 
-from autograder.probes.runtime import ProbeError, require, to_numpy  # noqa: F401  (prepended in kernels)
+from autograder.probes.runtime import ProbeError, referenced_names, require, to_numpy  # noqa: F401  (prepended in kernels)
 
 TEST_IMAGES = 1000
 SAMPLE_IMAGES = 16
@@ -40,32 +40,6 @@ def _class_names(layer, skip=()):
     ]
 
 
-def _referenced_names(function):
-    """Global and attribute names used by `function` and the helpers beside it (recursively)."""
-    import types
-
-    found, seen, pending = set(), set(), [function]
-    globals_of_notebook = getattr(function, "__globals__", {})
-    while pending:
-        code = getattr(pending.pop(), "__code__", None)
-        if code is None or id(code) in seen:
-            continue
-        seen.add(id(code))
-        codes = [code]
-        while codes:
-            block = codes.pop()
-            codes.extend(c for c in block.co_consts if isinstance(c, types.CodeType))
-            for name in block.co_names:
-                found.add(name)
-                value = globals_of_notebook.get(name)
-                module = getattr(value, "__module__", "") or ""
-                if module.startswith("course_lib"):
-                    found.add(f"{module}.{getattr(value, '__name__', name)}")
-                if isinstance(value, types.FunctionType) and value.__globals__ is globals_of_notebook:
-                    pending.append(value)
-    return sorted(found)
-
-
 def _test_digits(rng, count):
     from course_lib.data import load_mnist
 
@@ -85,7 +59,7 @@ def probe_augmentation(namespace, rng):
     training = to_numpy(augmentation(images, training=True))
     facts = {
         "classes": _class_names(augmentation),
-        "references": _referenced_names(build),
+        "references": referenced_names(build),
         "inference_shape": list(inference.shape),
         "training_shape": list(training.shape),
     }

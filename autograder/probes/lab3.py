@@ -5,7 +5,7 @@ back; the checks in `autograder/checks/test_lab3.py` decide. Graded names (see t
 notebook's introduction): `kl_divergence`, `Sampling`, `VAE`, `vae`, `LATENT_DIM`.
 """
 
-from autograder.probes.runtime import ProbeError, require, to_numpy  # noqa: F401  (prepended in kernels)
+from autograder.probes.runtime import ProbeError, defined_in, module_of, require, to_numpy  # noqa: F401  (prepended in kernels)
 
 KL_BATCH = 64
 KL_LATENT_DIM = 5
@@ -36,21 +36,6 @@ TRAIN_STEP_METRICS = ("loss", "reconstruction_loss", "kl_loss")
 
 DECODE_BATCH_SIZE = 500
 GRADED_NAMES = ("kl_divergence", "Sampling", "VAE")
-
-
-def _module_of(value):
-    """The module a function or class (or an instance's class) was defined in."""
-    module = getattr(value, "__module__", None)
-    if module is None:
-        module = getattr(type(value), "__module__", None)
-    return str(module)
-
-
-def _defined_in(value):
-    """The module where `value` (a function, a class or an instance) was defined."""
-    if isinstance(value, type) or callable(value) and hasattr(value, "__code__"):
-        return _module_of(value)
-    return _module_of(type(value))
 
 
 def probe_kl(namespace, rng):
@@ -282,13 +267,13 @@ def probe_origin(namespace, rng):
     modules = {}
     for name in GRADED_NAMES + ("vae",):
         if name in namespace:
-            modules[name] = _defined_in(namespace[name])
+            modules[name] = defined_in(namespace[name])
     layer_modules = []
     vae = namespace.get("vae")
     encoder = getattr(vae, "encoder", None)
     for layer in getattr(encoder, "layers", []) or []:
-        if type(layer).__name__ == "Sampling" or _module_of(type(layer)).startswith("course_lib"):
-            layer_modules.append(f"{_module_of(type(layer))}.{type(layer).__name__}")
+        if type(layer).__name__ == "Sampling" or module_of(type(layer)).startswith("course_lib"):
+            layer_modules.append(f"{module_of(type(layer))}.{type(layer).__name__}")
     return {"modules": modules, "encoder_layer_classes": sorted(set(layer_modules))}
 
 

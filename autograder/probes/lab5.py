@@ -5,7 +5,7 @@ back; the checks in `autograder/checks/test_lab5.py` decide. Graded names (see t
 notebook's introduction): `beta_vae_loss`, `latent_traversal`, `models`, `BetaVAE`.
 """
 
-from autograder.probes.runtime import ProbeError, require, to_numpy  # noqa: F401  (prepended in kernels)
+from autograder.probes.runtime import ProbeError, defined_in, require, to_numpy  # noqa: F401  (prepended in kernels)
 
 LOSS_BATCH = 16
 LOSS_IMAGE_SHAPE = (16, 16, 1)
@@ -26,20 +26,6 @@ EVAL_IMAGES = 3000
 PREDICT_BATCH_SIZE = 1000
 PROBABILITY_EPSILON = 1e-7
 GRADED_NAMES = ("beta_vae_loss", "latent_traversal", "BetaVAE")
-
-
-def _module_of(value):
-    module = getattr(value, "__module__", None)
-    if module is None:
-        module = getattr(type(value), "__module__", None)
-    return str(module)
-
-
-def _defined_in(value):
-    """The module where `value` (a function, a class or an instance) was defined."""
-    if isinstance(value, type) or callable(value) and hasattr(value, "__code__"):
-        return _module_of(value)
-    return _module_of(type(value))
 
 
 def probe_loss(namespace, rng):
@@ -157,7 +143,7 @@ def probe_trained(namespace, rng):
     result["image_shape"] = [image_size, image_size, 1]
     for index, beta in enumerate(betas):
         model = by_value[beta]
-        result["model_modules"][repr(beta)] = _defined_in(model)
+        result["model_modules"][repr(beta)] = defined_in(model)
         for part in ("encoder", "decoder"):
             if not hasattr(model, part):
                 raise ProbeError(f"models[{beta!r}] has no `.{part}`: keep BetaVAE(encoder, decoder, beta).")
@@ -185,11 +171,11 @@ def probe_origin(namespace, rng):
     modules = {}
     for name in GRADED_NAMES:
         if name in namespace:
-            modules[name] = _defined_in(namespace[name])
+            modules[name] = defined_in(namespace[name])
     models = namespace.get("models")
     model_modules = []
     if isinstance(models, dict):
-        model_modules = sorted({_defined_in(model) for model in models.values()})
+        model_modules = sorted({defined_in(model) for model in models.values()})
     return {"modules": modules, "model_modules": model_modules, "num_models": len(models) if isinstance(models, dict) else 0}
 
 

@@ -39,6 +39,51 @@ def to_numpy(value):
     return numpy.asarray(value)
 
 
+def module_of(value):
+    """The module a function or class (or, failing that, an instance's class) was defined in."""
+    module = getattr(value, "__module__", None)
+    if module is None:
+        module = getattr(type(value), "__module__", None)
+    return str(module)
+
+
+def defined_in(value):
+    """The module where `value` (a function, a class or an instance) was defined."""
+    if isinstance(value, type) or callable(value) and hasattr(value, "__code__"):
+        return module_of(value)
+    return module_of(type(value))
+
+
+def referenced_names(function):
+    """Global and attribute names used by `function` and by the helpers it calls.
+
+    Helpers are the functions defined beside it (same globals), followed recursively.
+    Names bound to course_lib objects are reported as "module.name".
+    """
+    import types
+
+    found, seen, pending = set(), set(), [function]
+    globals_of_notebook = getattr(function, "__globals__", {})
+    while pending:
+        code = getattr(pending.pop(), "__code__", None)
+        if code is None or id(code) in seen:
+            continue
+        seen.add(id(code))
+        codes = [code]
+        while codes:
+            block = codes.pop()
+            codes.extend(c for c in block.co_consts if isinstance(c, types.CodeType))
+            for name in block.co_names:
+                found.add(name)
+                value = globals_of_notebook.get(name)
+                module = getattr(value, "__module__", "") or ""
+                if module.startswith("course_lib"):
+                    found.add(f"{module}.{getattr(value, '__name__', name)}")
+                if isinstance(value, types.FunctionType) and value.__globals__ is globals_of_notebook:
+                    pending.append(value)
+    return sorted(found)
+
+
 def _course_describe_error(error):
     text = "".join(_course_traceback.format_exception_only(type(error), error)).strip()
     return text[-_COURSE_MAX_ERROR_CHARS:]
