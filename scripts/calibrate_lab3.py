@@ -21,25 +21,29 @@ the measured profile's thresholds and marked `"measured": false`.
 import argparse
 import datetime
 import json
-import math
 import os
 import pathlib
-import re
 import sys
 import tempfile
 import time
 
-import nbformat
 import numpy as np
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 import course_lib  # noqa: E402  (torch backend before keras)
 
 from autograder import bad_generators, evaluators  # noqa: E402
 from autograder.checks import test_lab3 as lab3_checks  # noqa: E402
 from autograder.probes.assemble import run_probes_in_process  # noqa: E402
+from calibration_common import (  # noqa: E402
+    SEED_LINE,
+    geometric_midpoint,
+    notebook_code_cells,
+    summarize,
+)
 from autograder.quality import sample_quality_report  # noqa: E402
 from course_lib.data import load_mnist  # noqa: E402
 
@@ -47,7 +51,6 @@ LAB = "lab3"
 DATASET = "mnist"
 NOTEBOOK = REPO_ROOT / "source" / LAB / f"{LAB}.ipynb"
 CALIBRATION_FILE = lab3_checks.CALIBRATION_FILE
-SEED_LINE = re.compile(r"^SEED = \d+$", re.MULTILINE)
 TRAINING_CELL_MARKER = "vae.fit("
 PROFILES = ("fast", "full")
 HELD_OUT_EXAMPLES = 5000
@@ -70,23 +73,6 @@ RECORDED_METRICS = (
 # The run times below include building the figures; the notebook's graded check cells are skipped.
 
 
-def notebook_code_cells():
-    """The code cells of the source notebook, without the graded check cells."""
-    notebook = nbformat.read(str(NOTEBOOK), as_version=4)
-    cells = []
-    for cell in notebook.cells:
-        if cell.cell_type != "code":
-            continue
-        if cell.metadata.get("nbgrader", {}).get("grade"):
-            continue
-        # IPython magics (e.g. %matplotlib inline) are not Python.
-        lines = [line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!"))]
-        cells.append("\n".join(lines))
-    if not any(SEED_LINE.search(source) for source in cells):
-        raise RuntimeError(f"No line `SEED = <int>` in {NOTEBOOK}; cannot set the training seed.")
-    return cells
-
-
 def probe_samples(namespace, probe_seed):
     """Runs the grader's `samples` probe and returns the decoded images."""
     with tempfile.TemporaryDirectory() as folder:
@@ -107,7 +93,7 @@ def run_reference(seed, probe_seeds, training_images, keep_untrained=False):
     namespace = {"__name__": "__main__"}
     untrained = None
     started = time.time()
-    for source in notebook_code_cells():
+    for source in notebook_code_cells(NOTEBOOK):
         source = SEED_LINE.sub(f"SEED = {seed}", source)
         if keep_untrained and TRAINING_CELL_MARKER in source:
             untrained = probe_samples(namespace, probe_seeds[0])
@@ -119,21 +105,6 @@ def run_reference(seed, probe_seeds, training_images, keep_untrained=False):
         per_probe_seed[str(probe_seed)] = measure(probe_samples(namespace, probe_seed), training_images)
     return {"notebook_seconds": round(seconds, 1), "final_epoch": {k: v[-1] for k, v in history.items()},
             "probe_seeds": per_probe_seed}, untrained
-
-
-def summarize(values):
-    values = np.asarray(values, dtype=np.float64)
-    return {
-        "values": [round(float(value), 4) for value in values],
-        "mean": round(float(values.mean()), 4),
-        "std": round(float(values.std(ddof=1)) if values.size > 1 else 0.0, 4),
-        "min": round(float(values.min()), 4),
-        "max": round(float(values.max()), 4),
-    }
-
-
-def geometric_midpoint(low, high):
-    return math.sqrt(low * high)
 
 
 def choose_thresholds(reference_runs, bad):

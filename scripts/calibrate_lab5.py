@@ -26,46 +26,35 @@ measured thresholds and marked `"measured": false`.
 import argparse
 import datetime
 import json
-import math
 import os
 import pathlib
-import re
 import sys
 import tempfile
 import time
 
-import nbformat
 import numpy as np
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 import course_lib  # noqa: E402  (torch backend before keras)
 
 from autograder.checks import test_lab5 as lab5_checks  # noqa: E402
 from autograder.probes.assemble import run_probes_in_process  # noqa: E402
+from calibration_common import (  # noqa: E402
+    SEED_LINE,
+    geometric_midpoint,
+    notebook_code_cells,
+    summarize,
+)
 from course_lib import disentanglement  # noqa: E402
 
 LAB = "lab5"
 NOTEBOOK = REPO_ROOT / "source" / LAB / f"{LAB}.ipynb"
 CALIBRATION_FILE = lab5_checks.CALIBRATION_FILE
-SEED_LINE = re.compile(r"^SEED = \d+$", re.MULTILINE)
 PROFILES = ("fast", "full")
 PROBE_SEED = 0
-
-
-def notebook_code_cells():
-    """The code cells of the source notebook, without the graded check cells."""
-    notebook = nbformat.read(str(NOTEBOOK), as_version=4)
-    cells = []
-    for cell in notebook.cells:
-        if cell.cell_type != "code" or cell.metadata.get("nbgrader", {}).get("grade"):
-            continue
-        lines = [line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!"))]
-        cells.append("\n".join(lines))
-    if not any(SEED_LINE.search(source) for source in cells):
-        raise RuntimeError(f"No line `SEED = <int>` in {NOTEBOOK}; cannot set the training seed.")
-    return cells
 
 
 def probe_trained(models):
@@ -114,25 +103,10 @@ def run_reference(seed):
     """Runs the notebook with `SEED = seed`; returns the namespace and the seconds it took."""
     namespace = {"__name__": "__main__"}
     started = time.time()
-    for source in notebook_code_cells():
+    for source in notebook_code_cells(NOTEBOOK):
         source = SEED_LINE.sub(f"SEED = {seed}", source)
         exec(compile(source, f"<{LAB} cell>", "exec"), namespace)
     return namespace, round(time.time() - started, 1)
-
-
-def summarize(values):
-    values = np.asarray(values, dtype=np.float64)
-    return {
-        "values": [round(float(value), 4) for value in values],
-        "mean": round(float(values.mean()), 4),
-        "std": round(float(values.std(ddof=1)) if values.size > 1 else 0.0, 4),
-        "min": round(float(values.min()), 4),
-        "max": round(float(values.max()), 4),
-    }
-
-
-def geometric_midpoint(low, high):
-    return round(math.sqrt(low * high), 3)
 
 
 def verdicts(trend, thresholds):
@@ -197,9 +171,9 @@ def main(argv=None):
     if not (best_bad_ratio < worst_good_ratio and worst_good_kl < best_bad_kl and worst_good_error < untrained_error):
         raise RuntimeError("The reference runs and the known-bad submissions overlap; no threshold separates them.")
     thresholds = {
-        "min_reconstruction_error_ratio": geometric_midpoint(best_bad_ratio, worst_good_ratio),
-        "max_kl_ratio": geometric_midpoint(worst_good_kl, best_bad_kl),
-        "max_reconstruction_error_smallest_beta": geometric_midpoint(worst_good_error, untrained_error),
+        "min_reconstruction_error_ratio": round(geometric_midpoint(best_bad_ratio, worst_good_ratio), 3),
+        "max_kl_ratio": round(geometric_midpoint(worst_good_kl, best_bad_kl), 3),
+        "max_reconstruction_error_smallest_beta": round(geometric_midpoint(worst_good_error, untrained_error), 3),
     }
     margins = {
         "reconstruction_error_ratio": {
