@@ -7,7 +7,6 @@ decoder is replaced by stand-ins (real held-out digits for a good generator, noi
 training copies, an untrained network) to exercise the sample-quality checks.
 """
 
-import json
 import math
 
 import numpy as np
@@ -22,6 +21,9 @@ from autograder.checks import test_lab3 as lab3_checks
 from autograder.judge import check_points, run_checks
 from autograder.probes.assemble import run_probes_in_process
 from course_lib.data import load_mnist
+
+import check_grading  # tests/check_grading.py
+from check_grading import failed, grade_lab
 
 LATENT_DIM = 2
 IMAGE_SHAPE = (28, 28, 1)
@@ -215,45 +217,12 @@ def baseline_dir(tmp_path_factory, digits):
     return folder
 
 
-def _merge_baseline(folder, baseline_dir, probed):
-    """Completes a partial probe run with the baseline's results of the other items."""
-    status = json.loads((folder / "probe.json").read_text())
-    base_status = json.loads((baseline_dir / "probe.json").read_text())
-    with np.load(folder / "probe.npz") as data:
-        arrays = {key: data[key] for key in data.files}
-    with np.load(baseline_dir / "probe.npz") as data:
-        for key in data.files:
-            if key.split("/")[0] not in probed:
-                arrays[key] = data[key]
-    for item, value in base_status["items"].items():
-        if item not in probed:
-            status["items"][item] = value
-    np.savez(folder / "probe.npz", **arrays)
-    (folder / "probe.json").write_text(json.dumps(status))
-
-
 def grade(namespace, tmp_path, baseline_dir, probes=ALL_PROBES, imports=()):
-    folder = tmp_path / "probe"
-    folder.mkdir()
-    run_probes_in_process("lab3", namespace, folder, seed=0, only=list(probes))
-    if set(probes) != set(ALL_PROBES):
-        _merge_baseline(folder, baseline_dir, set(probes))
-    results = run_checks("lab3", folder, profile="fast", context={"imports": list(imports)})
-    return {result.name: result for result in results}
-
-
-def failed(results):
-    return {name for name, result in results.items() if not result.passed}
+    return grade_lab("lab3", namespace, tmp_path, baseline_dir, ALL_PROBES, probes, imports)
 
 
 def assert_loses_exactly(results, check_name, *words):
-    points = check_points("lab3")
-    assert failed(results) == {check_name}, {name: results[name].message for name in failed(results)}
-    lost = sum(result.max_points - result.points for result in results.values())
-    assert lost == points[check_name]
-    message = results[check_name].message.lower()
-    for word in words:
-        assert word.lower() in message, message
+    check_grading.assert_loses_exactly("lab3", results, check_name, *words)
 
 
 # ------------------------------------------------------------- the tests

@@ -8,8 +8,6 @@ fail to show) the trends of a real beta-VAE: a beta=1 model with four informativ
 dimensions and sharp reconstructions, a large-beta model with two and blurry ones.
 """
 
-import json
-
 import numpy as np
 import pytest
 
@@ -21,6 +19,9 @@ from autograder.judge import check_points, run_checks
 from autograder.probes.assemble import run_probes_in_process
 from autograder.probes import lab5 as lab5_probes
 from course_lib import shapes
+
+import check_grading  # tests/check_grading.py
+from check_grading import failed, grade_lab
 
 ALL_PROBES = ("loss", "traversal", "trained", "origin")
 BETAS = sorted(float(beta) for beta in course_lib.settings("lab5", "fast")["betas"])
@@ -229,45 +230,12 @@ def baseline_dir(tmp_path_factory):
     return folder
 
 
-def _merge_baseline(folder, baseline_dir, probed):
-    """Completes a partial probe run with the baseline's results of the other items."""
-    status = json.loads((folder / "probe.json").read_text())
-    base_status = json.loads((baseline_dir / "probe.json").read_text())
-    with np.load(folder / "probe.npz") as data:
-        arrays = {key: data[key] for key in data.files}
-    with np.load(baseline_dir / "probe.npz") as data:
-        for key in data.files:
-            if key.split("/")[0] not in probed:
-                arrays[key] = data[key]
-    for item, value in base_status["items"].items():
-        if item not in probed:
-            status["items"][item] = value
-    np.savez(folder / "probe.npz", **arrays)
-    (folder / "probe.json").write_text(json.dumps(status))
-
-
 def grade(namespace, tmp_path, baseline_dir, probes=ALL_PROBES, imports=()):
-    folder = tmp_path / "probe"
-    folder.mkdir()
-    run_probes_in_process("lab5", namespace, folder, seed=0, only=list(probes))
-    if set(probes) != set(ALL_PROBES):
-        _merge_baseline(folder, baseline_dir, set(probes))
-    results = run_checks("lab5", folder, profile="fast", context={"imports": list(imports)})
-    return {result.name: result for result in results}
-
-
-def failed(results):
-    return {name for name, result in results.items() if not result.passed}
+    return grade_lab("lab5", namespace, tmp_path, baseline_dir, ALL_PROBES, probes, imports)
 
 
 def assert_loses_exactly(results, check_name, *words):
-    points = check_points("lab5")
-    assert failed(results) == {check_name}, {name: results[name].message for name in failed(results)}
-    lost = sum(result.max_points - result.points for result in results.values())
-    assert lost == points[check_name]
-    message = results[check_name].message.lower()
-    for word in words:
-        assert word.lower() in message, message
+    check_grading.assert_loses_exactly("lab5", results, check_name, *words)
 
 
 # ------------------------------------------------------------- the tests
