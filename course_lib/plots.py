@@ -15,6 +15,8 @@ figure.savefig("reconstructions.png")
 ```
 """
 
+import sys
+
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -42,11 +44,9 @@ def show_figures_in_notebook(shell=None):
         True if a kernel was found and the PNG formatter registered, False otherwise.
     """
     if shell is None:
-        try:
-            from IPython import get_ipython
-        except ImportError:
-            return False
-        shell = get_ipython()
+        # A kernel has imported IPython already; elsewhere, do not import it just to ask.
+        ipython = sys.modules.get("IPython")
+        shell = ipython.get_ipython() if ipython is not None else None
     if shell is None or not hasattr(shell, "display_formatter"):
         return False
     from IPython.core.pylabtools import print_figure
