@@ -48,10 +48,10 @@ PROFILES = {
         "lab3": {"train_examples": 12000, "test_examples": 1000, "epochs": 4, "batch_size": 128},
         "lab4": {"train_examples": 10000, "test_examples": 1000, "epochs": 4, "batch_size": 128},
         "lab5": {
-            "num_images": 4000,
+            "num_images": 10000,
             "eval_images": 3000,
             "image_size": 16,
-            "epochs": 40,
+            "epochs": 60,
             "batch_size": 64,
             "learning_rate": 0.002,
             "betas": [1.0, 16.0],
@@ -88,7 +88,7 @@ PROFILES = {
         "lab3": {"train_examples": None, "test_examples": None, "epochs": 30, "batch_size": 128},
         "lab4": {"train_examples": None, "test_examples": None, "epochs": 40, "batch_size": 128},
         "lab5": {
-            "num_images": 20000,
+            "num_images": 10000,
             "eval_images": 10000,
             "image_size": 16,
             "epochs": 60,

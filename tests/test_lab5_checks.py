@@ -5,7 +5,8 @@ the points of the check that grades it, with a message that names the mistake. P
 run in this process (no notebook, no training): the trained models are stand-ins built
 from the ground truth of `course_lib.shapes`, whose codes and reconstructions show (or
 fail to show) the trends of a real beta-VAE: a beta=1 model with four informative
-dimensions and sharp reconstructions, a large-beta model with two and blurry ones.
+dimensions mixing x and y and sharp reconstructions, a large-beta model with two, one
+per factor, and blurry reconstructions.
 """
 
 import numpy as np
@@ -18,6 +19,7 @@ from keras import ops
 from autograder.judge import check_points, run_checks
 from autograder.probes.assemble import run_probes_in_process
 from autograder.probes import lab5 as lab5_probes
+from autograder.checks import test_lab5 as lab5_checks
 from course_lib import shapes
 
 import check_grading  # tests/check_grading.py
@@ -81,10 +83,17 @@ def positions(images):
 
 
 class StandInEncoder:
-    """Codes from the true position; `mixed` spreads x and y over all four dimensions."""
+    """Codes from the true position.
 
-    def __init__(self, mixed):
+    `mixed` spreads x and y over all four dimensions; otherwise two dimensions are used,
+    one per factor, or, with `rotated`, each mixing x and y (entangled). `sharp` keeps
+    every posterior narrow, so that all four dimensions pay KL (are active).
+    """
+
+    def __init__(self, mixed, rotated=False, sharp=False):
         self.mixed = mixed
+        self.rotated = rotated
+        self.sharp = sharp
 
     def predict(self, images, batch_size=None, verbose=0):
         x, y = positions(images).T
@@ -92,8 +101,12 @@ class StandInEncoder:
             z_mean = np.stack([x + y, x - y, 0.8 * x + 0.6 * y, 0.6 * x - 0.8 * y], axis=1) / np.sqrt(2.0)
             z_log_var = np.full_like(z_mean, SHARP_LOG_VAR)
         else:
+            if self.rotated:
+                x, y = (x + y) / np.sqrt(2.0), (x - y) / np.sqrt(2.0)
             z_mean = np.stack([x, np.zeros_like(x), y, np.zeros_like(x)], axis=1)
             z_log_var = np.tile([COARSE_LOG_VAR, 0.0, COARSE_LOG_VAR, 0.0], (len(x), 1))
+            if self.sharp:
+                z_log_var = np.full_like(z_mean, SHARP_LOG_VAR)
         z = z_mean + np.exp(0.5 * z_log_var) * np.random.default_rng(0).standard_normal(z_mean.shape)
         return [z_mean.astype("float32"), z_log_var.astype("float32"), z.astype("float32")]
 
@@ -130,9 +143,9 @@ class RememberingEncoder:
 
 
 class StandInModel:
-    def __init__(self, mixed, decoder_kind):
+    def __init__(self, mixed, decoder_kind, rotated=False, sharp=False):
         memory = {}
-        self.encoder = RememberingEncoder(StandInEncoder(mixed), memory)
+        self.encoder = RememberingEncoder(StandInEncoder(mixed, rotated, sharp), memory)
         self.decoder = StandInDecoder(memory, decoder_kind)
 
 
@@ -244,7 +257,8 @@ def assert_loses_exactly(results, check_name, *words):
 def test_points_of_checks():
     points = check_points("lab5")
     assert points["test_beta_weights_the_kl"] == 3
-    assert sum(points.values()) == 12
+    assert points["test_mig_rises_with_beta"] == 2
+    assert sum(points.values()) == 14
 
 
 def test_stand_in_positions_follow_the_factors():
@@ -302,9 +316,12 @@ def test_traversal_mistakes(wrong_traversal, words, tmp_path, baseline_dir):
         # A large-beta code (two coarse dimensions) decoded as sharply as with beta=1.
         (lambda: {BETAS[0]: small_beta_model(), BETAS[-1]: StandInModel(False, "sharp")},
          "test_reconstruction_rises_with_beta", ("reconstruction error should grow",)),
-        # Reconstructions get worse, but the code keeps all four informative dimensions.
-        (lambda: {BETAS[0]: small_beta_model(), BETAS[-1]: StandInModel(True, "blurry")},
+        # Reconstructions get worse, one dimension per factor, but all four pay KL.
+        (lambda: {BETAS[0]: small_beta_model(), BETAS[-1]: StandInModel(False, "blurry", sharp=True)},
          "test_kl_falls_with_beta", ("less information in the code",)),
+        # Less information, blurrier, but each of the two dimensions mixes x and y.
+        (lambda: {BETAS[0]: small_beta_model(), BETAS[-1]: StandInModel(False, "blurry", rotated=True)},
+         "test_mig_rises_with_beta", ("higher mig",)),
         # Neither model reconstructs: the beta=1 one outputs 0.5 everywhere.
         (lambda: {BETAS[0]: StandInModel(True, "untrained"), BETAS[-1]: StandInModel(False, "inverted")},
          "test_trained_models", ("was it trained",)),
@@ -316,18 +333,20 @@ def test_trend_mistakes(models, check_name, words, tmp_path, baseline_dir):
     assert_loses_exactly(results, check_name, *words)
 
 
-def test_beta_ignored_in_training_fails_both_trends(tmp_path, baseline_dir):
+def test_beta_ignored_in_training_fails_every_trend(tmp_path, baseline_dir):
     # What a loss without beta gives: every model is the beta=1 model.
     same = small_beta_model()
     namespace = dict(correct_namespace(), models={beta: same for beta in BETAS})
     results = grade(namespace, tmp_path, baseline_dir, probes=["trained", "origin"])
-    assert failed(results) == {"test_reconstruction_rises_with_beta", "test_kl_falls_with_beta"}
+    assert failed(results) == {"test_reconstruction_rises_with_beta", "test_kl_falls_with_beta", "test_mig_rises_with_beta"}
 
 
 def test_missing_beta(tmp_path, baseline_dir):
     namespace = dict(correct_namespace(), models={BETAS[0]: small_beta_model()})
     results = grade(namespace, tmp_path, baseline_dir, probes=["trained", "origin"])
-    assert failed(results) == {"test_trained_models", "test_reconstruction_rises_with_beta", "test_kl_falls_with_beta"}
+    assert failed(results) == {
+        "test_trained_models", "test_reconstruction_rises_with_beta", "test_kl_falls_with_beta", "test_mig_rises_with_beta"
+    }
     assert "no entry for" in results["test_trained_models"].message
 
 
@@ -373,3 +392,15 @@ def test_keras_decoder_output_is_accepted_by_the_traversal_probe():
     codes = images.reshape(2, -1)[:, : lab5_probes.TRAVERSAL_LATENT_DIM]
     np.testing.assert_allclose(codes, [[0, -1, 2, 3, 4], [0, 7, 2, 3, 4]])
     assert keras.ops.convert_to_numpy(decoder(z[None])).shape == (1,) + lab5_probes.TRAVERSAL_IMAGE_SHAPE
+
+
+def test_calibration_has_every_threshold_in_both_profiles():
+    # The checks read these keys in whichever profile grades; a missing one would crash them.
+    calibration_keys = {
+        "min_reconstruction_error_ratio", "max_kl_ratio", "max_reconstruction_error_smallest_beta", "min_mig_rise",
+    }
+    for profile in ("fast", "full"):
+        thresholds = lab5_checks.load_thresholds(profile)
+        assert calibration_keys <= set(thresholds), (profile, sorted(thresholds))
+        assert thresholds["measured"] is True, profile
+        assert 0.0 < thresholds["min_mig_rise"] < 1.0

@@ -2,11 +2,10 @@
 
 Every check grades one property, so that one mistake costs the points of the check that
 names it. The trend thresholds come from `autograder/calibration/lab5.json` (see
-`scripts/calibrate_lab5.py`). Only the trends that every calibration run showed are
-graded: the reconstruction error grows with beta, and the code keeps less information
-(total KL, active dimensions). The MIG is measured and reported in the calibration file
-and in the notebook, but its rise with beta was not reliable over training seeds in the
-fast profile, so no check grades it.
+`scripts/calibrate_lab5.py`), calibrated over training seeds against "beta ignored"
+submissions: the reconstruction error grows with beta, the code keeps less information
+(total KL, active dimensions), and the MIG of `z_mean` against the position factors rises
+from the smallest to the largest beta.
 """
 
 import json
@@ -16,6 +15,7 @@ import pathlib
 import numpy as np
 
 from autograder.checking import CheckFailure, check, require_finite, require_shape
+from course_lib.disentanglement import mutual_information_gap
 
 CALIBRATION_FILE = pathlib.Path(__file__).resolve().parent.parent / "calibration" / "lab5.json"
 REFERENCE_NAMES = ("course_lib.vae.VAE", "course_lib.vae.kl_divergence", "course_lib.vae.bernoulli_nll")
@@ -251,6 +251,26 @@ def test_kl_falls_with_beta(probe):
             f"(ratio <= {thresholds['max_kl_ratio']:.2f}) and fewer active dimensions (mean KL > "
             f"{ACTIVE_KL_NATS} nats). Received: {listed} (KL ratio {ratio:.2f}). Does the loss "
             "weight the KL by each model's beta?"
+        )
+
+
+@check(points=2, probes=("trained",))
+def test_mig_rises_with_beta(probe):
+    _, terms = _trained_terms(probe)
+    thresholds = load_thresholds(probe.profile)
+    factors = probe.array("trained", "factors")
+    migs = []
+    for term in terms:
+        require_finite(term["z_mean"], f"models[{term['beta']:g}].encoder's z_mean")
+        migs.append(mutual_information_gap(term["z_mean"].astype(np.float64), factors))
+    rise = migs[-1] - migs[0]
+    if not rise >= thresholds["min_mig_rise"]:
+        listed = ", ".join(f"beta={term['beta']:g}: {mig:.3f}" for term, mig in zip(terms, migs))
+        raise CheckFailure(
+            "A larger beta should give a more disentangled code, a higher MIG of z_mean against "
+            f"the position factors: {listed}, a rise of {rise:.3f} (expected >= "
+            f"{thresholds['min_mig_rise']:.3f}, from calibrated runs). Does the loss weight the KL "
+            "by each model's beta, and was every model trained with SETTINGS' epochs?"
         )
 
 
