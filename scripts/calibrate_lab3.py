@@ -43,6 +43,7 @@ from calibration_common import (  # noqa: E402
     geometric_midpoint,
     notebook_code_cells,
     summarize,
+    write_profile_calibration,
 )
 from autograder.quality import sample_quality_report  # noqa: E402
 from course_lib.data import load_mnist  # noqa: E402
@@ -201,7 +202,6 @@ def main(argv=None):
         raise RuntimeError("; ".join(failures))
 
     good = [metrics for run in reference_runs.values() for metrics in run["probe_seeds"].values()]
-    previous = json.loads(arguments.out.read_text()) if arguments.out.exists() else {}
     measured_entry = {
         "measured": True,
         "measured_on": f"{course_lib.describe_device()}",
@@ -226,33 +226,22 @@ def main(argv=None):
             "are compared), checked to lie between the reference runs and the copier."
         ),
     }
-    calibration = {
+    header = {
         "lab": LAB,
         "description": "Sample-quality thresholds of lab3's hidden checks, with the measurements they come from.",
         "script": "scripts/calibrate_lab3.py",
-        "thresholds": dict(previous.get("thresholds", {})),
-        "measurements": dict(previous.get("measurements", {})),
     }
-    calibration["thresholds"][profile] = dict(thresholds, measured=True)
-    calibration["measurements"][profile] = measured_entry
-    for other in PROFILES:
-        if other != profile and not calibration["thresholds"].get(other, {}).get("measured"):
-            calibration["thresholds"][other] = dict(
-                thresholds,
-                measured=False,
-                note=(
-                    f"Not yet measured on a GPU: the same numbers as the measured {profile} profile. "
-                    f"The {other} profile trains the same model longer on more data, so a correct VAE's "
-                    "samples score at least as well as in the measured runs, and it draws more samples, "
-                    "which lowers the Fréchet distance's small-sample bias; the bad generators score "
-                    "far beyond the thresholds whatever the sample count. max_copy_fraction still "
-                    "rejects a copier when only 10,000 of 60,000 training images are compared (~17% "
-                    "of its samples found). Rerun this script with COURSE_PROFILE=full on a GPU to "
-                    "measure them."
-                ),
-            )
-    arguments.out.parent.mkdir(parents=True, exist_ok=True)
-    arguments.out.write_text(json.dumps(calibration, indent=2) + "\n")
+    note = (
+        f"Not yet measured on a GPU: the same numbers as the measured {profile} profile. "
+        "The other profile trains the same model longer on more data, so a correct VAE's "
+        "samples score at least as well as in the measured runs, and it draws more samples, "
+        "which lowers the Fréchet distance's small-sample bias; the bad generators score "
+        "far beyond the thresholds whatever the sample count. max_copy_fraction still "
+        "rejects a copier when only 10,000 of 60,000 training images are compared (~17% "
+        "of its samples found). Rerun this script with COURSE_PROFILE=full on a GPU to "
+        "measure them."
+    )
+    write_profile_calibration(arguments.out, header, profile, thresholds, measured_entry, note, PROFILES)
     print(f"thresholds ({profile}): {thresholds}")
     print(f"wrote {arguments.out}")
     return 0

@@ -48,6 +48,7 @@ from calibration_common import (  # noqa: E402
     geometric_midpoint,
     notebook_code_cells,
     summarize,
+    write_profile_calibration,
 )
 from course_lib import disentanglement  # noqa: E402
 
@@ -183,28 +184,16 @@ def derive_thresholds(reference_runs, bad):
 
 def write_calibration(path, profile, thresholds, measured_entry):
     """Writes `profile`'s thresholds and measurements, keeping the other profile's entry."""
-    previous = json.loads(path.read_text()) if path.exists() else {}
-    calibration = {
+    header = {
         "lab": LAB,
         "description": "Trend thresholds of lab5's hidden checks, with the measurements they come from.",
         "script": "scripts/calibrate_lab5.py",
-        "thresholds": dict(previous.get("thresholds", {})),
-        "measurements": dict(previous.get("measurements", {})),
     }
-    calibration["thresholds"][profile] = dict(thresholds, measured=True)
-    calibration["measurements"][profile] = measured_entry
-    for other in PROFILES:
-        if other != profile and not calibration["thresholds"].get(other, {}).get("measured"):
-            calibration["thresholds"][other] = dict(
-                thresholds,
-                measured=False,
-                note=(
-                    f"Not yet measured: the same numbers as the measured {profile} profile. "
-                    f"Rerun this script with COURSE_PROFILE={other} to measure them."
-                ),
-            )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(calibration, indent=2) + "\n")
+    note = (
+        f"Not yet measured: the same numbers as the measured {profile} profile. Rerun this "
+        "script with COURSE_PROFILE set to this profile to measure them."
+    )
+    write_profile_calibration(path, header, profile, thresholds, measured_entry, note, PROFILES)
 
 
 def rederive(path, profile):

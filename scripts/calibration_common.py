@@ -1,5 +1,6 @@
 """Pieces shared by the calibration scripts that run a lab's solution code per seed."""
 
+import json
 import math
 import re
 
@@ -43,3 +44,33 @@ def summarize(values):
 def geometric_midpoint(low, high):
     """The threshold halfway (on a log scale) between a worst good and a best bad value."""
     return math.sqrt(low * high)
+
+
+def write_profile_calibration(path, header, profile, thresholds, measured_entry, unmeasured_note, profiles=("fast", "full")):
+    """Writes one profile's thresholds and measurements into a calibration file.
+
+    The other profiles' entries are kept; a profile never measured gets the same
+    thresholds, marked `"measured": false` with `unmeasured_note`.
+
+    Args:
+        path: the calibration file (a `pathlib.Path`); read first when it exists.
+        header: dict of the file's leading keys (`lab`, `description`, `script`).
+        profile: the profile just measured.
+        thresholds: its thresholds.
+        measured_entry: its measurements (stored under `measurements[profile]`).
+        unmeasured_note: the note for a profile without measurements of its own.
+        profiles: every profile name.
+    """
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    calibration = dict(
+        header,
+        thresholds=dict(previous.get("thresholds", {})),
+        measurements=dict(previous.get("measurements", {})),
+    )
+    calibration["thresholds"][profile] = dict(thresholds, measured=True)
+    calibration["measurements"][profile] = measured_entry
+    for other in profiles:
+        if other != profile and not calibration["thresholds"].get(other, {}).get("measured"):
+            calibration["thresholds"][other] = dict(thresholds, measured=False, note=unmeasured_note)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(calibration, indent=2) + "\n")
