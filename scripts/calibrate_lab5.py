@@ -55,7 +55,6 @@ from course_lib import disentanglement  # noqa: E402
 LAB = "lab5"
 NOTEBOOK = REPO_ROOT / "source" / LAB / f"{LAB}.ipynb"
 CALIBRATION_FILE = lab5_checks.CALIBRATION_FILE
-PROFILES = ("fast", "full")
 PROBE_SEED = 0
 THRESHOLD_RULE = (
     "Each ratio threshold is the geometric midpoint between the worst reference run and the "
@@ -193,7 +192,7 @@ def write_calibration(path, profile, thresholds, measured_entry):
         f"Not yet measured: the same numbers as the measured {profile} profile. Rerun this "
         "script with COURSE_PROFILE set to this profile to measure them."
     )
-    write_profile_calibration(path, header, profile, thresholds, measured_entry, note, PROFILES)
+    write_profile_calibration(path, header, profile, thresholds, measured_entry, note)
 
 
 def rederive(path, profile):
@@ -201,7 +200,6 @@ def rederive(path, profile):
     calibration = json.loads(path.read_text())
     entry = calibration["measurements"][profile]
     thresholds, margins = derive_thresholds(entry["reference_runs"], entry["known_bad"])
-    entry.pop("mig_reliability", None)  # written before the MIG rise was graded
     entry.update(margins=margins, rule=THRESHOLD_RULE)
     write_calibration(path, profile, thresholds, entry)
     return thresholds

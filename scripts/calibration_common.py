@@ -8,6 +8,7 @@ import nbformat
 import numpy as np
 
 SEED_LINE = re.compile(r"^SEED = \d+$", re.MULTILINE)
+PROFILES = ("fast", "full")
 
 
 def notebook_code_cells(notebook_path):
@@ -46,7 +47,7 @@ def geometric_midpoint(low, high):
     return math.sqrt(low * high)
 
 
-def write_profile_calibration(path, header, profile, thresholds, measured_entry, unmeasured_note, profiles=("fast", "full")):
+def write_profile_calibration(path, header, profile, thresholds, measured_entry, unmeasured_note):
     """Writes one profile's thresholds and measurements into a calibration file.
 
     The other profiles' entries are kept; a profile never measured gets the same
@@ -59,7 +60,6 @@ def write_profile_calibration(path, header, profile, thresholds, measured_entry,
         thresholds: its thresholds.
         measured_entry: its measurements (stored under `measurements[profile]`).
         unmeasured_note: the note for a profile without measurements of its own.
-        profiles: every profile name.
     """
     previous = json.loads(path.read_text()) if path.exists() else {}
     calibration = dict(
@@ -69,7 +69,7 @@ def write_profile_calibration(path, header, profile, thresholds, measured_entry,
     )
     calibration["thresholds"][profile] = dict(thresholds, measured=True)
     calibration["measurements"][profile] = measured_entry
-    for other in profiles:
+    for other in PROFILES:
         if other != profile and not calibration["thresholds"].get(other, {}).get("measured"):
             calibration["thresholds"][other] = dict(thresholds, measured=False, note=unmeasured_note)
     path.parent.mkdir(parents=True, exist_ok=True)
