@@ -9,11 +9,13 @@ import pathlib
 import re
 import shutil
 import sys
+import tempfile
 import time
 
 from autograder import execute, reports, sandbox
 from autograder.judge import check_points, run_checks
-from autograder.probes.assemble import probe_cell
+from autograder.probes.assemble import export_cell, host_request, probe_module
+from autograder.probes.definitions import top_level_definitions
 from autograder.registry import LABS, PACKAGE_DIR, detect_lab, get_lab
 from autograder.submission import (
     SubmissionError,
@@ -25,8 +27,23 @@ from autograder.submission import (
 
 DEFAULT_MEMORY_LIMIT_MB = 12_000
 SECRET_ENV_VAR = "COURSE_GRADER_SECRET"
+SECRET_FILE_ENV_VAR = "COURSE_GRADER_SECRET_FILE"
+# Written by scripts/setup.sh; outside every folder a sandbox shows.
+DEFAULT_SECRET_FILE = PACKAGE_DIR.parent / ".grader-secret"
+MIN_SECRET_CHARS = 32
+SCRATCH_ENV_VAR = "COURSE_GRADER_SCRATCH"
+# Unix socket paths are limited to 107 bytes: scratch folders get short names of their own,
+# whatever the submission or report folder is called.
+MAX_SCRATCH_BASE_CHARS = 40
 WORK_DIR_NAME = ".work"
-SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+SAFE_NAME = re.compile(r"[^\w.-]+")
+MAX_NAME_CHARS = 80
+PROBE_TIMEOUT_S = 900
+PROBE_ITEM_TIMEOUT_S = 600
+
+
+class GraderSetupError(RuntimeError):
+    """The grader itself is not set up to grade (a missing secret, no usable sandbox)."""
 
 
 def course_version():
@@ -47,12 +64,46 @@ def submission_name(submission_path):
     """The report folder name of a submission: its folder's name, or the file's stem."""
     path = pathlib.Path(submission_path)
     name = path.name if path.is_dir() else path.stem
-    return SAFE_NAME.sub("_", name).strip("._") or "submission"
+    name = SAFE_NAME.sub("_", name).strip("._") or "submission"
+    if len(name) > MAX_NAME_CHARS:  # long names get a short, still unique, folder name
+        name = f"{name[:MAX_NAME_CHARS - 9]}-{_path_digest(path)}"
+    return name
+
+
+def _path_digest(path):
+    return hashlib.sha256(os.path.abspath(str(path)).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
+def grading_secret():
+    """The course's grading secret: $COURSE_GRADER_SECRET, else the secret file.
+
+    Raises:
+        GraderSetupError: when there is none (or it is too short), saying how to make one.
+    """
+    secret = os.environ.get(SECRET_ENV_VAR, "").strip()
+    source = f"${SECRET_ENV_VAR}"
+    if not secret:
+        path = pathlib.Path(os.environ.get(SECRET_FILE_ENV_VAR) or DEFAULT_SECRET_FILE)
+        source = str(path)
+        try:
+            secret = path.read_text().strip()
+        except OSError:
+            secret = ""
+    if len(secret) < MIN_SECRET_CHARS:
+        raise GraderSetupError(
+            f"No usable grading secret (looked at ${SECRET_ENV_VAR} and {source}; received "
+            f"{len(secret)} characters, expected at least {MIN_SECRET_CHARS}). The probe inputs are drawn "
+            f"from it, so it must exist and stay out of students' reach. Run `bash scripts/setup.sh` "
+            f"(it writes {DEFAULT_SECRET_FILE.name} in the course folder), or set ${SECRET_ENV_VAR} (or "
+            f"${SECRET_FILE_ENV_VAR} to a file) to e.g. the output of "
+            f"`python -c 'import secrets; print(secrets.token_hex(32))'`; keep it the same on every runner."
+        )
+    return secret
 
 
 def probe_seed(lab_name, fingerprint_text):
-    """Probe inputs depend on a course secret, so no notebook can precompute answers."""
-    secret = os.environ.get(SECRET_ENV_VAR, "")
+    """Probe inputs depend on the course secret, so no notebook can precompute answers."""
+    secret = grading_secret()
     digest = hashlib.sha256(f"{secret}|{lab_name}|{fingerprint_text}".encode()).hexdigest()
     return int(digest[:8], 16) % (2**31 - 1)
 
@@ -109,23 +160,31 @@ def grade_submission(submission_path, out_dir, lab=None, profile="fast", timeout
         if previous is not None:
             return previous
     timeout_s = timeout_s or course_lib.settings("grading", profile)["notebook_timeout_s"]
-    work_dir = folder / WORK_DIR_NAME
-    shutil.rmtree(work_dir, ignore_errors=True)
-    work_dir.mkdir(parents=True)
+    isolation = sandbox.isolation_mode()
     seed = probe_seed(lab_name, fingerprint_text)
-    result = execute.execute_notebook(
-        notebook,
-        work_dir,
-        lambda probe_dir: probe_cell(lab_name, probe_dir, seed),
-        timeout_s=timeout_s,
-        memory_limit_mb=memory_limit_mb,
-        environment=_kernel_environment(profile, data_dir, kernel_threads),
-    )
-    context = {
-        "imports": code_imports(notebook),
-        "execution_error": _execution_problem(result, timeout_s, memory_limit_mb),
-    }
-    checks = [check.to_dict() for check in run_checks(lab_name, result.probe_dir, profile, context=context)]
+    scratch = _scratch_folder()
+    try:
+        result, probe_run, probe_dir = _run_and_probe(
+            notebook, lab_name, scratch, seed, profile, timeout_s, memory_limit_mb, data_dir, kernel_threads,
+            isolation,
+        )
+        if not result.kernel_started and result.stopped.startswith("kernel error"):
+            raise GraderSetupError(
+                f"The grading kernel could not start ({result.stopped}); this is a problem of the grading "
+                f"machine, not of the submission. Isolation: {isolation}. Kernel log: see --keep-work."
+            )
+        context = {
+            "imports": code_imports(notebook),
+            "execution_error": _execution_problem(result, probe_run, timeout_s, memory_limit_mb),
+        }
+        checks = [check.to_dict() for check in run_checks(lab_name, probe_dir, profile, context=context)]
+    finally:
+        if keep_work:
+            shutil.rmtree(folder / WORK_DIR_NAME, ignore_errors=True)
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(scratch), str(folder / WORK_DIR_NAME))
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
     score = round(sum(check["points"] for check in checks), 4)
     report = {
         "submission": name,
@@ -135,26 +194,136 @@ def grade_submission(submission_path, out_dir, lab=None, profile="fast", timeout
         "score": score,
         "max_score": float(sum(check["max_points"] for check in checks)),
         "status": "graded",
-        "summary": _summary(result, timeout_s, memory_limit_mb),
+        "summary": _summary(result, probe_run, timeout_s, memory_limit_mb),
         "checks": checks,
         "profile": profile,
         "seconds": round(time.time() - started, 1),
         "notebook_seconds": result.seconds,
-        "peak_memory_mb": result.peak_memory_mb,
+        "probe_seconds": probe_run.seconds,
+        "peak_memory_mb": max(result.peak_memory_mb, probe_run.peak_memory_mb),
         "cell_errors": result.errors[:20],
-        "isolation": sandbox.isolation_mode(),
+        "isolation": isolation,
         "fingerprint": fingerprint_text,
         "course_version": version,
     }
     reports.write_report_files(folder, report, result.notebook)
-    if not keep_work:
-        shutil.rmtree(work_dir, ignore_errors=True)
     return report
 
 
-def _kernel_environment(profile, data_dir, kernel_threads):
-    """The kernel's environment; `kernel_threads` caps torch's CPU threads (OMP/MKL)."""
-    environment = execute.base_environment(profile, data_dir or os.environ.get("COURSE_DATA_DIR"))
+def probe_notebook(notebook, lab_name, out_dir, seed, profile="fast", timeout_s=None,
+                   memory_limit_mb=DEFAULT_MEMORY_LIMIT_MB, data_dir=None, kernel_threads=None):
+    """Runs a notebook and its probes exactly as grading does; copies probe.json/.npz to `out_dir`.
+
+    For calibration scripts, which judge the raw probe results themselves.
+
+    Returns:
+        (ExecutionResult, ProbeRun).
+    """
+    import course_lib
+
+    timeout_s = timeout_s or course_lib.settings("grading", profile)["notebook_timeout_s"]
+    scratch = _scratch_folder()
+    try:
+        result, probe_run, probe_dir = _run_and_probe(
+            notebook, lab_name, scratch, seed, profile, timeout_s, memory_limit_mb, data_dir, kernel_threads,
+            sandbox.isolation_mode(),
+        )
+        out_dir = pathlib.Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("probe.json", "probe.npz"):
+            if (probe_dir / name).is_file():
+                shutil.copy(probe_dir / name, out_dir / name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return result, probe_run
+
+
+def _scratch_folder():
+    """A fresh, short, absolute scratch folder (sockets, kernel and probe files)."""
+    base = os.environ.get(SCRATCH_ENV_VAR) or tempfile.gettempdir()
+    base = os.path.realpath(base)
+    if len(base) > MAX_SCRATCH_BASE_CHARS:
+        raise GraderSetupError(
+            f"The scratch folder's path is too long for the kernel's sockets (received {base!r}, "
+            f"{len(base)} characters; expected at most {MAX_SCRATCH_BASE_CHARS}). Set ${SCRATCH_ENV_VAR} "
+            f"to a short folder such as /tmp."
+        )
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix="cg-", dir=base))
+    scratch.chmod(0o755)  # the sandbox's user must reach its own folders inside
+    return scratch
+
+
+def _readable_paths(data_dir):
+    """What sandboxes show read-only besides the system: the Python env, course_lib, data."""
+    paths = list(sandbox.default_readable())
+    for folder in (data_dir, os.environ.get("TFDS_DATA_DIR")):
+        if folder and os.path.isdir(folder):
+            paths.append(os.path.realpath(folder))
+    return paths
+
+
+def withheld_paths(lab_name):
+    """Files of the course's reference implementations that the lab's sandboxes must not show."""
+    import importlib.util
+
+    paths = []
+    for module_name in getattr(probe_module(lab_name), "WITHHELD_MODULES", ()):
+        spec = importlib.util.find_spec(module_name)
+        if spec is not None and spec.origin:
+            paths.append(os.path.realpath(spec.origin))
+    return paths
+
+
+def _run_and_probe(notebook, lab_name, scratch, seed, profile, timeout_s, memory_limit_mb, data_dir,
+                   kernel_threads, isolation, only=None):
+    """Runs the notebook (kernel: export only), then the probe process. Returns (result, probe run, probe dir)."""
+    data_dir = data_dir or os.environ.get("COURSE_DATA_DIR")
+    data_dir = os.path.realpath(data_dir) if data_dir else None
+    readable = _readable_paths(data_dir)
+    hidden = withheld_paths(lab_name)
+    kernel_dir, probe_work, probe_dir = scratch / "kernel", scratch / "probe", scratch / "results"
+    probe_dir.mkdir(mode=0o700)
+    result = execute.execute_notebook(
+        notebook,
+        kernel_dir,
+        lambda export_dir: export_cell(lab_name, export_dir),
+        timeout_s=timeout_s,
+        memory_limit_mb=memory_limit_mb,
+        environment=_kernel_environment(profile, data_dir, kernel_threads, kernel_dir),
+        isolation=isolation,
+        readable=readable,
+        hidden=hidden,
+    )
+    # The grader's own copy: regular files only, whatever the kernel left behind.
+    artefacts = scratch / "artefacts"
+    execute.copy_export(result.export_dir, artefacts)
+    for name in ("home", "tmp"):
+        (probe_work / name).mkdir(parents=True, exist_ok=True)
+    writable = [probe_work / "home", probe_work / "tmp"]
+    if isolation == "bwrap":
+        writable += ["/tmp", "/dev/shm"]
+    request = host_request(lab_name, seed, top_level_definitions(notebook), artefacts,
+                           PROBE_ITEM_TIMEOUT_S, writable, own_pid_namespace=isolation == "bwrap", only=only)
+    environment = _kernel_environment(profile, data_dir, kernel_threads, probe_work)
+    environment["MPLBACKEND"] = "Agg"
+    probe_run = execute.run_probe_process(
+        request, probe_work, probe_dir, timeout_s=PROBE_TIMEOUT_S, memory_limit_mb=memory_limit_mb,
+        environment=environment, isolation=isolation, readable=readable + [str(artefacts)],
+        hidden=hidden,
+    )
+    return result, probe_run, probe_dir
+
+
+def _kernel_environment(profile, data_dir, kernel_threads, work_dir):
+    """A sandboxed process's whole environment; `kernel_threads` caps torch's CPU threads (OMP/MKL)."""
+    environment = execute.base_environment(profile, data_dir)
+    work_dir = pathlib.Path(work_dir).resolve()
+    environment.update(
+        HOME=str(work_dir / "home"),
+        TMPDIR=str(work_dir / "tmp"),
+        MPLCONFIGDIR=str(work_dir / "home"),
+        KERAS_HOME=str(work_dir / "home" / ".keras"),
+    )
     if kernel_threads:
         environment["OMP_NUM_THREADS"] = environment["MKL_NUM_THREADS"] = str(kernel_threads)
     return environment
@@ -190,21 +359,24 @@ def _previous_report(folder, fingerprint_text):
     return report if report.get("fingerprint") == fingerprint_text else None
 
 
-def _execution_problem(result, timeout_s, memory_limit_mb):
+def _execution_problem(result, probe_run, timeout_s, memory_limit_mb):
+    problems = []
     if result.stopped == "timeout":
-        return f"the notebook ran past its time limit of {timeout_s} s"
-    if result.stopped == "memory":
-        return f"the notebook used more than {memory_limit_mb} MB of memory and was stopped"
-    if result.stopped:
-        return f"the kernel stopped ({result.stopped}); was there a crash or an exit() call?"
-    if not result.probe_ran:
-        return "the grader could not inspect the notebook after it ran"
-    return ""
+        problems.append(f"the notebook ran past its time limit of {timeout_s} s")
+    elif result.stopped == "memory":
+        problems.append(f"the notebook used more than {memory_limit_mb} MB of memory and was stopped")
+    elif result.stopped:
+        problems.append(f"the kernel stopped ({result.stopped}); was there a crash or an exit() call?")
+    elif not result.exported:
+        problems.append("the grader could not save the notebook's results after it ran")
+    if not probe_run.ok:
+        problems.append(probe_run.problem or "the grader could not inspect the notebook")
+    return "; ".join(problems)
 
 
-def _summary(result, timeout_s, memory_limit_mb):
+def _summary(result, probe_run, timeout_s, memory_limit_mb):
     parts = [f"The notebook ran for {result.seconds:.0f} s."]
-    problem = _execution_problem(result, timeout_s, memory_limit_mb)
+    problem = _execution_problem(result, probe_run, timeout_s, memory_limit_mb)
     if problem:
         parts.append(f"Problem: {problem}.")
     if result.errors:
@@ -214,11 +386,21 @@ def _summary(result, timeout_s, memory_limit_mb):
 
 
 def _unique_names(submissions):
-    names, seen = [], {}
-    for submission in submissions:
-        base = submission_name(submission)
-        seen[base] = seen.get(base, 0) + 1
-        names.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+    """One report folder name per submission, never shared, the same in any order of the batch.
+
+    Names that sanitize to the same string (`a b`, `a_b`) all get a digest of their path.
+    """
+    bases = [submission_name(submission) for submission in submissions]
+    counts = {}
+    for base in bases:
+        counts[base.lower()] = counts.get(base.lower(), 0) + 1
+    names = [base if counts[base.lower()] == 1 else f"{base}-{_path_digest(submission)}"
+             for base, submission in zip(bases, submissions)]
+    taken = {}
+    for index, name in enumerate(names):
+        if name.lower() in taken:  # the same path twice, or a digest that met a real name
+            names[index] = f"{name}-{index}"
+        taken[names[index].lower()] = index
     return names
 
 

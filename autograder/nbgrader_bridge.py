@@ -1,46 +1,36 @@
-"""Runs one hidden check from inside a notebook, for instructors who use `nbgrader autograde`.
+"""The hidden part of each autograded test cell: a marker, not a judge.
 
 Each autograded test cell of a source notebook holds, between nbgrader's hidden-test
-markers, one call of `run_hidden_check`, with the same points as the check; the check
-itself lives once, in `autograder/checks`. Under nbgrader the check runs inside the
-student's kernel (nbgrader's own trust model); `python -m autograder grade` instead
-judges outside the kernel.
+markers, one call `run_hidden_check("labN", "<check name>", globals())`, named (and
+pointed) after a check of `autograder/checks/test_labN.py`. `nbgrader autograde` puts it
+back into the student's notebook and runs it in the student's kernel, where the student's
+code could redefine anything; so it judges nothing there and awards nothing. The points
+come from `python -m autograder nbgrader-autograde ASSIGNMENT`, which grades the
+submission in the sandboxed grader and overwrites the `auto_score` of every such cell in
+nbgrader's gradebook (a student who redefines this function changes nothing).
 """
 
-import tempfile
-
-from autograder.judge import check_probes, run_checks
-from autograder.probes.assemble import run_probes_in_process
-
-BRIDGE_SEED = 0
+NOTICE = "graded by the course grader: run `python -m autograder nbgrader-autograde {lab}`"
 
 
 def run_hidden_check(lab_name, check_name, namespace):
-    """Probes the namespace for one check, judges it, and raises AssertionError if it fails.
+    """Says where the check is graded; raises nothing and judges nothing.
 
     Args:
         lab_name: "lab1" ... "lab5".
         check_name: a test function name of `autograder/checks/test_<lab>.py`.
-        namespace: the notebook's `globals()`.
+        namespace: the notebook's `globals()` (unused: nothing is read from the kernel).
+
+    Returns:
+        None.
 
     Raises:
-        ValueError: for an unknown check.
-        AssertionError: when the check fails, with the check's message.
+        ValueError: if `lab_name` or `check_name` is not a string (a broken cell).
     """
-    import course_lib
-
-    probes_of_checks = check_probes(lab_name)
-    if check_name not in probes_of_checks:
+    del namespace
+    if not isinstance(lab_name, str) or not isinstance(check_name, str):
         raise ValueError(
-            f"Unknown check for {lab_name}. Expected one of {sorted(probes_of_checks)}. "
-            f"Received: check_name={check_name!r}"
+            "Expected run_hidden_check(lab_name: str, check_name: str, namespace). "
+            f"Received: lab_name={lab_name!r}, check_name={check_name!r}"
         )
-    with tempfile.TemporaryDirectory() as probe_dir:
-        probes = probes_of_checks[check_name]
-        if probes:
-            run_probes_in_process(lab_name, namespace, probe_dir, BRIDGE_SEED, only=probes)
-        results = run_checks(lab_name, probe_dir, course_lib.active_profile(), only=[check_name])
-    result = results[0]
-    if not result.passed:
-        raise AssertionError(f"{check_name}: {result.message}")
-    print(f"{check_name}: passed ({result.points:g} points)")
+    print(f"{check_name}: {NOTICE.format(lab=lab_name)}")

@@ -315,6 +315,31 @@ def sample_frechet_distance(dataset, images, feature_values=None):
     return frechet_distance(sample_mean, sample_covariance, reference_mean, reference_covariance)
 
 
+def real_images(dataset, train_limit=None):
+    """The real images a generated sample must not copy: the training images used and all test images.
+
+    A decoder could memorize held-out test images as well as training ones, so both count.
+
+    Args:
+        dataset: "mnist" or "cifar10".
+        train_limit: how many training images the profile trains on (None: all).
+
+    Returns:
+        float32 array (M, H, W, C) in [0, 1].
+
+    Raises:
+        ValueError: for an unknown dataset.
+    """
+    from course_lib.data import load_cifar10, load_mnist
+
+    loaders = {"mnist": load_mnist, "cifar10": load_cifar10}
+    if dataset not in loaders:
+        raise ValueError(f"Unknown dataset. Expected one of {sorted(loaders)}. Received: dataset={dataset!r}")
+    train, _ = loaders[dataset]("train", limit=train_limit)
+    test, _ = loaders[dataset]("test")
+    return np.concatenate([train, test], axis=0)
+
+
 def sample_quality_report(
     dataset,
     images,

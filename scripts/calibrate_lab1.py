@@ -31,9 +31,8 @@ COURSE_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(COURSE_ROOT))
 
 import course_lib  # noqa: E402  (selects the torch backend before keras)
-from autograder import execute  # noqa: E402
 from autograder.checking import ProbeResults  # noqa: E402
-from autograder.probes.assemble import probe_cell  # noqa: E402
+from autograder.grade import probe_notebook  # noqa: E402
 
 DEFAULT_PROFILE = "fast"
 PROBE_SEED = 0
@@ -61,19 +60,13 @@ def seeded_notebook(lab, seed):
 def run_seed(lab, seed, data_dir, profile=DEFAULT_PROFILE):
     """Executes the seeded notebook and its probes; returns (ProbeResults, notebook seconds)."""
     notebook = seeded_notebook(lab, seed)
-    work_dir = pathlib.Path(tempfile.mkdtemp(prefix=f"calibrate-{lab}-{seed}-"))
-    result = execute.execute_notebook(
-        notebook,
-        work_dir,
-        lambda probe_dir: probe_cell(lab, probe_dir, PROBE_SEED),
-        timeout_s=TIMEOUT_S,
-        memory_limit_mb=MEMORY_LIMIT_MB,
-        environment=execute.base_environment(profile, data_dir),
-    )
-    if result.errors or not result.probe_ran:
-        raise RuntimeError(f"{lab} seed {seed}: the notebook failed: {result.errors or result.stopped}")
-    probe_dirs = sorted(work_dir.glob("probe-*"))
-    probes = ProbeResults(probe_dirs[-1], profile=profile)
+    probe_dir = pathlib.Path(tempfile.mkdtemp(prefix=f"calibrate-{lab}-{seed}-"))
+    result, probe_run = probe_notebook(notebook, lab, probe_dir, PROBE_SEED, profile=profile, timeout_s=TIMEOUT_S,
+                                       memory_limit_mb=MEMORY_LIMIT_MB, data_dir=data_dir)
+    if result.errors or not result.exported or not probe_run.ok:
+        raise RuntimeError(f"{lab} seed {seed}: the notebook failed: "
+                           f"{result.errors or result.stopped or probe_run.problem}")
+    probes = ProbeResults(probe_dir, profile=profile)
     return probes, result.seconds
 
 

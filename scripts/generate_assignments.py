@@ -42,6 +42,49 @@ def generate(root, names):
             [sys.executable, "-c", _NBGRADER_RUNNER, str(root), database, *names],
             cwd=root, env=environment, check=True,
         )
+    for name in names:
+        write_student_config(root / "assignments" / name, name)
+
+
+# nbgrader's config does not travel with a released folder, and its default cell timeout
+# (30 s) interrupts the training cells, after which `nbgrader validate` still says
+# "Success!". This file, beside the released notebook, is read by `nbgrader validate`
+# run in that folder.
+STUDENT_CONFIG = '''"""Settings for checking {name} before you submit: in this folder run
+
+    nbgrader validate {name}.ipynb
+
+It runs the notebook top to bottom in a fresh kernel, as the grader will, with the
+grader's time limit (run profile: $COURSE_PROFILE, default fast). "Success!" means it ran
+and the visible tests pass; the points come from the hidden checks of the course grader.
+"""
+
+c = get_config()  # noqa: F821  (provided by nbgrader)
+
+try:
+    from course_lib.profiles import settings
+
+    c.Execute.timeout = settings("grading")["notebook_timeout_s"]
+except Exception:  # course_lib not importable here: the longest profile's limit
+    c.Execute.timeout = 5400
+c.Execute.kernel_name = "python3"
+'''
+
+
+def write_student_config(folder, name):
+    """Writes nbgrader_config.py beside a released notebook (for `nbgrader validate`).
+
+    Args:
+        folder: the released folder (assignments/<name>).
+        name: the assignment's name.
+
+    Raises:
+        FileNotFoundError: if nbgrader wrote no such folder.
+    """
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"nbgrader generated no released folder. Expected a folder. Received: {folder}")
+    (folder / "nbgrader_config.py").write_text(STUDENT_CONFIG.format(name=name))
 
 
 _NBGRADER_RUNNER = """

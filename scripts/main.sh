@@ -1,20 +1,18 @@
 #!/usr/bin/env bash
-# The main job: set up, build the student versions, grade the reference solutions of
-# every lab in the fast profile, and print a summary. While no lab is released yet, it
-# grades the two honest example submissions of the test corpus instead.
+# The main job: set up, build the student versions, grade the reference solutions of every
+# lab in the fast profile, and print a summary. Exits non-zero unless every reference
+# solution gets full marks (a course version that cannot grade its own solutions is broken).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/env.sh
 OUT="${COURSE_OUT:-build/reference-grades}"
-shopt -s nullglob
-sources=(source/lab*/lab*.ipynb)
-if [ ${#sources[@]} -gt 0 ]; then
-  python scripts/generate_assignments.py
-  python -m autograder grade solutions/lab*/lab*.ipynb --out "$OUT"
+WORKERS="${COURSE_WORKERS:-2}"
+python scripts/generate_assignments.py
+rm -rf "$OUT"
+if python -m autograder grade solutions/lab*/lab*.ipynb --out "$OUT" --workers "$WORKERS" --expect-full-marks; then
+  echo "main: every reference solution got full marks. Class CSV: $OUT/grades.csv"
 else
-  echo "main: no lab is released in source/ yet; grading the example submissions instead"
-  python -m autograder grade tests/hostile_corpus/honest_correct_kl/lab3.ipynb \
-    tests/hostile_corpus/honest_flipped_kl/lab3.ipynb --lab lab3 --out "$OUT"
+  echo "main: FAILED: the reference solutions did not all get full marks (see above and $OUT/*/report.json)" >&2
+  exit 1
 fi
-echo "Class CSV: $OUT/grades.csv"

@@ -41,4 +41,12 @@ if ! command -v bwrap >/dev/null 2>&1; then
     echo "setup: NOTE: install bubblewrap (apt-get install bubblewrap) to sandbox grading kernels"
   fi
 fi
+# The grading secret: probe inputs are drawn from it. Made once, kept out of git and out of
+# every sandbox (only the grader reads it); set COURSE_GRADER_SECRET instead on runners that
+# must share one.
+SECRET_FILE="${COURSE_GRADER_SECRET_FILE:-.grader-secret}"
+if [ -z "${COURSE_GRADER_SECRET:-}" ] && [ ! -s "$SECRET_FILE" ]; then
+  (umask 077 && "$VENV/bin/python" -c "import secrets; print(secrets.token_hex(32))" > "$SECRET_FILE")
+  echo "setup: wrote a new grading secret to $SECRET_FILE"
+fi
 "$VENV/bin/python" -c "import course_lib; print('setup: ready:', course_lib.describe_device())"

@@ -1,4 +1,4 @@
-"""Grading options that do not need a kernel: CPU threads per parallel kernel."""
+"""Grading options that do not need a kernel: CPU threads per parallel kernel, the kernel's environment, the secret."""
 
 from autograder import grade
 
@@ -14,12 +14,53 @@ def test_parallel_kernels_share_the_cores(monkeypatch):
 def test_an_explicit_thread_count_wins(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert grade.kernel_threads_for(4) is None
-    environment = grade._kernel_environment("fast", None, None)
+    environment = grade._kernel_environment("fast", None, None, "/tmp/w")
     assert environment["OMP_NUM_THREADS"] == "3"
 
 
 def test_kernel_environment_sets_both_thread_variables(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    environment = grade._kernel_environment("fast", "/data", 2)
+    environment = grade._kernel_environment("fast", "/data", 2, "/tmp/w")
     assert environment["OMP_NUM_THREADS"] == environment["MKL_NUM_THREADS"] == "2"
     assert environment["COURSE_DATA_DIR"] == "/data"
+
+
+ALLOWED = {"PATH", "LANG", "LC_ALL", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+           "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "LD_LIBRARY_PATH", "TFDS_DATA_DIR", "KERAS_BACKEND",
+           "COURSE_PROFILE", "MPLBACKEND", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "COURSE_DATA_DIR",
+           "HOME", "TMPDIR", "MPLCONFIGDIR", "KERAS_HOME"}
+
+
+def test_kernel_environment_is_an_allow_list(monkeypatch):
+    monkeypatch.setenv("COURSE_GRADER_SECRET", "s" * 64)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "leak")
+    monkeypatch.setenv("PYTHONPATH", "/somewhere")
+    environment = grade._kernel_environment("fast", "/data", None, "/tmp/w")
+    assert set(environment) <= ALLOWED, set(environment) - ALLOWED
+    assert environment["HOME"] == "/tmp/w/home"
+
+
+def test_grading_refuses_to_start_without_a_secret(monkeypatch, tmp_path):
+    monkeypatch.delenv("COURSE_GRADER_SECRET", raising=False)
+    monkeypatch.setenv("COURSE_GRADER_SECRET_FILE", str(tmp_path / "missing"))
+    try:
+        grade.grading_secret()
+    except grade.GraderSetupError as error:
+        assert "scripts/setup.sh" in str(error) and "0 characters" in str(error)
+    else:
+        raise AssertionError("no error without a secret")
+    (tmp_path / "short").write_text("abc\n")
+    monkeypatch.setenv("COURSE_GRADER_SECRET_FILE", str(tmp_path / "short"))
+    try:
+        grade.grading_secret()
+    except grade.GraderSetupError as error:
+        assert "3 characters" in str(error)
+    else:
+        raise AssertionError("a 3-character secret was accepted")
+
+
+def test_the_seed_depends_on_the_secret(monkeypatch):
+    monkeypatch.setenv("COURSE_GRADER_SECRET", "a" * 40)
+    first = grade.probe_seed("lab3", "fingerprint")
+    monkeypatch.setenv("COURSE_GRADER_SECRET", "b" * 40)
+    assert grade.probe_seed("lab3", "fingerprint") != first

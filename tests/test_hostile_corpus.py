@@ -13,12 +13,15 @@ import time
 import psutil
 import pytest
 
-from autograder.grade import grade_batch
+from autograder.grade import grade_batch, grading_secret
 from autograder.reports import CLASS_CSV, REPORT_FILE
 
 CORPUS_DIR = pathlib.Path(__file__).resolve().parent / "hostile_corpus"
 LIMITS = json.loads((CORPUS_DIR / "limits.json").read_text())
 CASES = sorted(path.name for path in CORPUS_DIR.iterdir() if (path / "expected.json").is_file())
+REPO_ROOT = CORPUS_DIR.parent.parent
+# What `escape_by_file_handle` tries to create outside its scratch folder.
+HOST_MARKER = "pwned-by-submission"
 
 pytestmark = pytest.mark.slow
 
@@ -70,10 +73,31 @@ def test_case_gets_its_expected_outcome(graded_corpus, case):
     if expected["max_score_at_most"] is not None:
         assert report["score"] <= expected["max_score_at_most"]
     folder = graded_corpus["out_dir"] / report["submission"]
-    feedback = (folder / "feedback.html").read_text() + (folder / "feedback.ipynb").read_text()
-    for text in expected["feedback_excludes"] + ["_course_probe_main", "BEGIN HIDDEN TESTS"]:
+    html = (folder / "feedback.html").read_text()
+    feedback = html + (folder / "feedback.ipynb").read_text()
+    for text in expected["feedback_excludes"] + ["_course_probe_main", "BEGIN HIDDEN TESTS", grading_secret()]:
         assert text not in feedback, f"{case}: feedback shows {text!r}"
+    for text in expected.get("html_excludes", []):
+        assert text not in html, f"{case}: feedback.html keeps the student's {text!r} live"
     assert (folder / "results.json").is_file()
+
+
+def test_every_graded_case_ran_sandboxed(graded_corpus):
+    import shutil
+
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed here (scripts/setup.sh installs it when run as root)")
+    isolations = {report.get("isolation") for report in graded_corpus["reports"].values() if report["status"] == "graded"}
+    assert isolations == {"bwrap"}
+
+
+def test_nothing_was_written_outside_the_scratch_folders(graded_corpus):
+    import os
+    import sys
+
+    places = [REPO_ROOT, REPO_ROOT / "course_lib", pathlib.Path("/etc"), pathlib.Path("/usr/lib"),
+              pathlib.Path(os.__file__).parent, pathlib.Path(sys.prefix)]
+    assert [str(place) for place in places if (place / HOST_MARKER).exists()] == []
 
 
 def test_no_submission_process_survives(graded_corpus):

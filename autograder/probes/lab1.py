@@ -1,4 +1,4 @@
-"""Probes of lab1 (batch normalization on CIFAR-10). Runs inside the submission's kernel.
+"""Probes of lab1 (batch normalization on CIFAR-10). Run in the grader's probe process.
 
 The probes call the student's `build_cnn_with_batch_norm` on grader-chosen inputs and
 record what the trained `model_bn` / `model_plain` predict on the 1,000 exact CIFAR-10
@@ -15,6 +15,8 @@ PREDICT_BATCH = 250
 CIFAR_SHAPE = (32, 32, 3)
 ACTIVATION_CLASSES = ("ReLU", "Activation", "LeakyReLU", "ELU", "PReLU", "Softmax")
 LINEAR_ACTIVATIONS = (None, "linear")
+EXPORT_MODELS = ("model_bn", "model_plain")
+DEFINITION_ITEMS = ("structure", "behaviour", "output")
 
 
 def _layer_kind(layer):

@@ -1,4 +1,4 @@
-"""Probes of lab2 (fine-tuning ResNet18 on augmented MNIST). Runs inside the submission's kernel.
+"""Probes of lab2 (fine-tuning ResNet18 on augmented MNIST). Run in the grader's probe process.
 
 They call the student's `build_augmentation` and the trained `model` on MNIST test
 digits chosen with the grader's generator, read the freezing `schedule` the notebook
@@ -12,6 +12,8 @@ SAMPLE_IMAGES = 16
 PREDICT_BATCH = 250
 BACKBONE_NAME = "backbone"
 SCHEDULE_PHASES = ("frozen", "finetune")
+EXPORT_MODELS = ("model",)
+DEFINITION_ITEMS = ("augmentation",)
 
 
 def _is_container(layer):

@@ -1,4 +1,4 @@
-"""Probes of lab3 (VAE on MNIST). Runs inside the submission's kernel.
+"""Probes of lab3 (VAE on MNIST). Run in the grader's probe process, one child per item.
 
 Each probe calls the student's objects on grader-chosen inputs and records what came
 back; the checks in `autograder/checks/test_lab3.py` decide. Graded names (see the
@@ -36,6 +36,19 @@ TRAIN_STEP_METRICS = ("loss", "reconstruction_loss", "kl_loss")
 
 DECODE_BATCH_SIZE = 500
 GRADED_NAMES = ("kl_divergence", "Sampling", "VAE")
+
+# What the kernel saves after the notebook ran (its other plain values are saved too).
+EXPORT_MODELS = ("vae",)
+# Items that call the notebook's definitions (its imports, functions, classes); the others
+# only read the exported model and run no submitted code at all.
+DEFINITION_ITEMS = ("kl", "sampling_statistics", "sampling_fresh_noise", "sampling_gradients", "train_step",
+                    "origin")
+# The course's reference implementation of the graded pieces: not readable in this lab's
+# kernel and probe process.
+WITHHELD_MODULES = ("course_lib.vae",)
+# Correct pieces the grader lends to one item only (train_step is graded alone); the
+# children of the other items drop them before any submitted code runs.
+ITEM_PRIVATE = {"train_step": ("_reference_kl", "_train_step_models")}
 
 
 def probe_kl(namespace, rng):
@@ -158,6 +171,7 @@ def probe_model_shapes(namespace, rng):
     outputs = vae.encoder.predict(images, batch_size=SHAPE_IMAGES, verbose=0)
     outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
     result = {
+        "encoder_layer_classes": getattr(vae, "_course_layer_classes", {}).get("encoder"),
         "latent_dim": int(latent_dim) if isinstance(latent_dim, (int, np.integer)) else repr(latent_dim),
         "num_encoder_outputs": len(outputs),
         "encoder_output_shapes": [list(np.shape(output)) for output in outputs],
@@ -270,10 +284,15 @@ def probe_origin(namespace, rng):
             modules[name] = defined_in(namespace[name])
     layer_modules = []
     vae = namespace.get("vae")
-    encoder = getattr(vae, "encoder", None)
-    for layer in getattr(encoder, "layers", []) or []:
-        if type(layer).__name__ == "Sampling" or module_of(type(layer)).startswith("course_lib"):
-            layer_modules.append(f"{module_of(type(layer))}.{type(layer).__name__}")
+    # As the notebook built it (recorded by the export), not as the grader loaded it.
+    exported = getattr(vae, "_course_layer_classes", {}).get("encoder")
+    if exported is not None:
+        layer_modules = [name for name in exported if name.endswith(".Sampling") or name.startswith("course_lib")]
+    else:
+        encoder = getattr(vae, "encoder", None)
+        for layer in getattr(encoder, "layers", []) or []:
+            if type(layer).__name__ == "Sampling" or module_of(type(layer)).startswith("course_lib"):
+                layer_modules.append(f"{module_of(type(layer))}.{type(layer).__name__}")
     return {"modules": modules, "encoder_layer_classes": sorted(set(layer_modules))}
 
 

@@ -1,4 +1,4 @@
-"""Probes of lab4 (convolutional VAE on CIFAR-10). Runs inside the submission's kernel.
+"""Probes of lab4 (convolutional VAE on CIFAR-10). Run in the grader's probe process.
 
 Every probe only calls the student's objects on grader-chosen inputs and records what
 came back; the checks (autograder/checks/test_lab4.py) decide.
@@ -7,6 +7,9 @@ came back; the checks (autograder/checks/test_lab4.py) decide.
 from autograder.probes.runtime import ProbeError, require, to_numpy  # noqa: F401  (prepended in kernels)
 
 IMAGE_SHAPE = (32, 32, 3)
+EXPORT_MODELS = ("vae",)
+# samples and reconstructions read the exported model only: no submitted code runs there.
+DEFINITION_ITEMS = ("decoder", "loss", "encoder")
 DECODER_BATCH = 16
 # Codes far out in the prior's tails too: the sigmoid output must stay in [0, 1] anyway.
 DECODER_CODE_SCALE = 3.0

@@ -1,4 +1,4 @@
-"""Probes of lab5 (beta-VAE on course_lib.shapes). Runs inside the submission's kernel.
+"""Probes of lab5 (beta-VAE on course_lib.shapes). Run in the grader's probe process.
 
 Each probe calls the student's objects on grader-chosen inputs and records what came
 back; the checks in `autograder/checks/test_lab5.py` decide. Graded names (see the
@@ -26,6 +26,9 @@ EVAL_IMAGES = 3000
 PREDICT_BATCH_SIZE = 1000
 PROBABILITY_EPSILON = 1e-7
 GRADED_NAMES = ("beta_vae_loss", "latent_traversal", "BetaVAE")
+EXPORT_MODELS = ("models",)
+# trained reads the exported models only: no submitted code runs there.
+DEFINITION_ITEMS = ("loss", "traversal", "origin")
 
 
 def probe_loss(namespace, rng):

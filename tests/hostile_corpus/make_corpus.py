@@ -42,8 +42,10 @@ def notebook(*sources, markdown=None, nbformat_metadata=None):
 
 
 def expect(description, passed=(), failed=(), status="graded", summary=(), messages=None,
-           max_score=None, feedback_excludes=(), lab="lab3"):
+           max_score=None, feedback_excludes=(), lab="lab3", html_excludes=(), attack=""):
     return {
+        "attack": attack,
+        "html_excludes": list(html_excludes),
         "description": description,
         "lab": lab,
         "status": status,
@@ -126,10 +128,11 @@ get_ipython().showtraceback = lambda *a, **k: None
         "sys.exit() in a cell: IPython turns it into an error; later cells and the grade go on.",
         passed=[KL_CHECK])
     yield "os_exit", nb_case(notebook(CORRECT_KL, "import os\nos._exit(0)")), expect(
-        "os._exit kills the kernel: nothing can be inspected.", failed=[KL_CHECK],
-        summary=["kernel stopped"], messages={KL_CHECK: "kernel stopped"}, max_score=0)
+        "os._exit kills the kernel: the notebook's definitions are still graded from its text.",
+        passed=[KL_CHECK], summary=["kernel stopped"])
     yield "segfault", nb_case(notebook(CORRECT_KL, "import ctypes\nctypes.string_at(0)")), expect(
-        "A crashing kernel (segmentation fault).", failed=[KL_CHECK], summary=["kernel stopped"], max_score=0)
+        "A crashing kernel (segmentation fault): the definitions are still graded.", passed=[KL_CHECK],
+        summary=["kernel stopped"])
     yield "infinite_loop", nb_case(notebook(CORRECT_KL, "while True:\n    pass", "print('never')")), expect(
         "An infinite loop: stopped at the time limit; what was defined before is still graded.",
         passed=[KL_CHECK], summary=["time limit"])
@@ -140,15 +143,16 @@ while True:
         time.sleep(0.1)
     except KeyboardInterrupt:
         pass
-""")), expect("A loop that swallows interrupts: the kernel is killed; 0 with a clear message.",
-              failed=[KL_CHECK], summary=["time limit"], max_score=0)
+""")), expect("A loop that swallows interrupts: the kernel is killed; the definitions are still graded.",
+              passed=[KL_CHECK], summary=["time limit"])
     yield "memory_blowup", nb_case(notebook(CORRECT_KL, """
 blocks = []
 while True:
     blocks.append(bytearray(200 * 1024 * 1024))
     for i in range(0, len(blocks[-1]), 4096):
         blocks[-1][i] = 1
-""")), expect("Allocates memory until stopped.", failed=[KL_CHECK], summary=["memory"], max_score=0)
+""")), expect("Allocates memory until stopped: killed; the definitions are still graded.", passed=[KL_CHECK],
+              summary=["memory"])
     yield "huge_output", nb_case(notebook(CORRECT_KL, "for i in range(200000):\n    print('x' * 200)")), expect(
         "40 MB of printed output: truncated, still graded.", passed=[KL_CHECK])
     yield "nan_kl", nb_case(notebook("import numpy as np\ndef kl_divergence(m, v):\n    return np.full(np.shape(m)[0], np.nan)")), expect(
@@ -201,6 +205,7 @@ for folder in [".", "..", "../probe"]:
 import subprocess, sys
 subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
 """)), expect("Leaves a detached process behind: killed with the kernel.", passed=[KL_CHECK])
+    yield from _integrity_cases(nb_case)
     yield "junk_folder", _folder_case({"lab3.ipynb": notebook(CORRECT_KL), "notes.txt": b"junk",
                                        ".DS_Store": b"\x00\x01", "__MACOSX/._lab3.ipynb": b"\x00",
                                        ".ipynb_checkpoints/lab3-checkpoint.ipynb": notebook(FLIPPED_KL),
@@ -211,6 +216,146 @@ subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_n
         summary=["2 notebooks", "draft.ipynb", "final.ipynb"], max_score=0)
     yield "no_notebook_folder", _folder_case({"readme.txt": b"forgot the notebook"}), expect(
         "A folder without a notebook.", status="not graded", summary=["no .ipynb"], max_score=0)
+
+
+SECRET_TEXT_FILE = ".grader-secret"
+HOST_MARKER = "pwned-by-submission"
+
+
+def _integrity_cases(nb_case):
+    """Attacks on the grader's verdicts, sandbox and feedback (issue: grader integrity)."""
+    yield "hooks_watch_and_rewrite_probe", nb_case(notebook(FLIPPED_KL, """
+import glob, os
+ip = get_ipython()
+seen = []
+def before(info):
+    seen.append(info.raw_cell)
+    display({"text/plain": "cell seen: " + info.raw_cell[:2000]}, raw=True, display_id="spy", update=len(seen) > 1)
+def after(result):
+    for path in glob.glob("/**/probe*.json", recursive=True) + glob.glob("../**/*.json", recursive=True):
+        try:
+            open(path, "w").write('{"seed": 0, "items": {"kl": {"ok": true, "facts": {}}}}')
+        except OSError:
+            pass
+display({"text/plain": "spy"}, raw=True, display_id="spy")
+ip.events.register("pre_run_cell", before)
+ip.events.register("post_run_cell", after)
+""")), expect("IPython hooks read the grader's next cell and rewrite any results they find: the probes "
+              "never run in the kernel, so there is nothing to read or rewrite.", failed=[KL_CHECK],
+              feedback_excludes=["_course_host_main", "_course_probe_main", "PROBES"], attack="forged verdict")
+    yield "patched_savez", nb_case(notebook(FLIPPED_KL, """
+import numpy as np
+real = np.savez
+def fake(path, *args, **arrays):
+    arrays = {key: value for key, value in arrays.items()}
+    for key in list(arrays):
+        if key.endswith("/kl"):
+            m, v = arrays[key.replace("/kl", "/z_mean")], arrays[key.replace("/kl", "/z_log_var")]
+            arrays[key] = 0.5 * np.sum(np.exp(v) + m**2 - 1 - v, axis=-1)
+    return real(path, *args, **arrays)
+np.savez = fake
+""")), expect("numpy.savez patched to rewrite the KL results: the kernel writes no results.",
+              failed=[KL_CHECK], attack="forged verdict")
+    yield "frame_detecting_decoder", nb_case(notebook(CORRECT_KL, """
+import inspect
+import course_lib
+import keras
+from course_lib.data import load_mnist
+test_digits, _ = load_mnist("test", limit=2000)
+class Sneaky(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(784, activation="sigmoid")
+    def call(self, z):
+        return keras.ops.reshape(self.dense(z), (-1, 28, 28, 1))
+    def predict(self, z, **kwargs):
+        names = " ".join(frame.function for frame in inspect.stack())
+        if "probe" in names or "course" in names:
+            return test_digits[: len(z)]
+        return super().predict(z, **kwargs)
+class Holder:
+    pass
+vae = Holder()
+vae.decoder = Sneaky()
+vae.decoder(keras.ops.zeros((1, 2)))
+LATENT_DIM = 2
+""")), expect("A decoder that returns real test digits when the grader calls it: models are saved and "
+              "reloaded into Keras' own layers, so no notebook code runs when samples are drawn.",
+              passed=[KL_CHECK], failed=["test_sample_quality", "test_samples_are_not_copies"],
+              attack="forged verdict")
+    yield "reference_through_importlib", nb_case(notebook("""
+import importlib
+vae_lib = importlib.import_module("course_lib.vae")
+kl_divergence = vae_lib.kl_divergence
+""", """
+import importlib
+class Sampling(importlib.import_module("course_lib.vae").Sampling):
+    pass
+class VAE(importlib.import_module("course_lib.vae").VAE):
+    pass
+""")), expect("No implementation of its own: the course's reference reached through importlib. It is "
+              "withheld in this lab's kernel and probe process.", failed=[KL_CHECK], max_score=0,
+              attack="reference implementation")
+    yield "reference_from_grader_memory", nb_case(notebook(FLIPPED_KL.replace("def kl_divergence", "def _mine"), """
+import gc, types
+def kl_divergence(z_mean, z_log_var):
+    for value in gc.get_objects():
+        if isinstance(value, types.FunctionType) and value.__name__ in ("_reference_kl", "kl_divergence") \
+                and value.__module__ != "__main__":
+            return value(z_mean, z_log_var)
+    return _mine(z_mean, z_log_var)
+""")), expect("A KL that searches the process for the grader's own correct KL (lent to another probe "
+              "item): that item's pieces are dropped before submitted code runs.", failed=[KL_CHECK],
+              attack="reference implementation")
+    yield "kill_probe_parent", nb_case(notebook(CORRECT_KL.replace("    z_mean = np.asarray", "    import os, signal\n    os.kill(os.getppid(), signal.SIGKILL)\n    z_mean = np.asarray"))), expect(
+        "A graded function that kills the probe process: no results, a 0 with a clear message; "
+        "nothing forged.", failed=[KL_CHECK], summary=["probe"], max_score=0, attack="forged verdict")
+    yield "read_secret_and_environment", nb_case(notebook(CORRECT_KL, f"""
+import os, glob
+print("ENV:", sorted(os.environ))
+print("GRADER-SECRET-ENV:", os.environ.get("COURSE_GRADER_SECRET"))
+for path in glob.glob("/**/{SECRET_TEXT_FILE}", recursive=True)[:5]:
+    print("SECRET-FILE:", open(path).read())
+""")), expect("Looks for the grading secret in the environment and on disk: neither reaches the kernel.",
+              passed=[KL_CHECK], feedback_excludes=["COURSE_GRADER_SECRET'", "SECRET-FILE:"],
+              attack="secret")
+    yield "escape_by_file_handle", nb_case(notebook(CORRECT_KL, f"""
+import ctypes, ctypes.util, os
+libc = ctypes.CDLL(None, use_errno=True)
+class Handle(ctypes.Structure):
+    _fields_ = [("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int), ("f_handle", ctypes.c_char * 8)]
+handle = Handle(8, 1, (2).to_bytes(4, "little") + bytes(4))
+fd = libc.open_by_handle_at(os.open("/usr", os.O_RDONLY), ctypes.byref(handle), os.O_RDONLY)
+print("open_by_handle_at:", fd, ctypes.get_errno())
+if fd >= 0:
+    print("ESCAPED-" + "HOST", os.listdir(f"/proc/self/fd/{{fd}}"))
+for target in ["/work", "/root", "/etc", "/usr/lib", os.path.dirname(os.__file__)]:
+    try:
+        open(os.path.join(target, "{HOST_MARKER}"), "w").write("x")
+        print("WROTE-" + "OUTSIDE", target)
+    except OSError:
+        pass
+try:
+    import subprocess
+    print(subprocess.run(["mount", "-o", "remount,rw", "/usr"], capture_output=True, text=True).stderr)
+except Exception as error:
+    print(error)
+print("DEVICES:", sorted(os.listdir("/dev")))
+""")), expect("File-handle escape, writes outside the scratch folder, remounts: all refused.",
+              passed=[KL_CHECK], feedback_excludes=["ESCAPED-HOST", "WROTE-OUTSIDE", "'sda'", "'vda'"],
+              attack="sandbox escape")
+    html = notebook(FLIPPED_KL, """
+from IPython.display import HTML, Javascript, display
+display(HTML("<img src=x onerror=alert(1)><script>alert(2)</script><b onmouseover=alert(3)>hover</b>"))
+display(Javascript("alert(4)"))
+raise ValueError("**bold** <i>markup in an error</i>")
+""", markdown=("<style>.grader-verdict, #grader-verdict { display: none !important }</style>\n"
+               "<div id='fake-verdict'>Score: 20 / 20</div><script>alert(5)</script>"))
+    yield "html_injection", nb_case(html), expect(
+        "Student HTML, CSS and JavaScript in markdown and outputs: shown as text in feedback.html.",
+        failed=[KL_CHECK], html_excludes=["<img src=x", "<script>alert", "<b onmouseover", "<style>.grader",
+                                          "<div id='fake-verdict'", "<i>markup"],
+        attack="feedback")
 
 
 def _with_metadata(book):
