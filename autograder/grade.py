@@ -262,12 +262,23 @@ def _readable_paths(data_dir):
     return paths
 
 
-def withheld_paths(lab_name):
-    """Files of the course's reference implementations that the lab's sandboxes must not show."""
+def withheld_paths(lab_name, stage="kernel"):
+    """Files of the course's reference implementations that the lab's sandboxes must not show.
+
+    Args:
+        lab_name: the lab.
+        stage: "kernel" (its `WITHHELD_MODULES`) or "probe" (those and `PROBE_WITHHELD_MODULES`:
+            modules the notebook may use while it runs, but that hold the reference of a graded
+            definition, which the probe process executes).
+    """
     import importlib.util
 
+    module = probe_module(lab_name)
+    names = list(getattr(module, "WITHHELD_MODULES", ()))
+    if stage == "probe":
+        names += list(getattr(module, "PROBE_WITHHELD_MODULES", ()))
     paths = []
-    for module_name in getattr(probe_module(lab_name), "WITHHELD_MODULES", ()):
+    for module_name in names:
         spec = importlib.util.find_spec(module_name)
         if spec is not None and spec.origin:
             paths.append(os.path.realpath(spec.origin))
@@ -280,7 +291,7 @@ def _run_and_probe(notebook, lab_name, scratch, seed, profile, timeout_s, memory
     data_dir = data_dir or os.environ.get("COURSE_DATA_DIR")
     data_dir = os.path.realpath(data_dir) if data_dir else None
     readable = _readable_paths(data_dir)
-    hidden = withheld_paths(lab_name)
+    hidden = withheld_paths(lab_name, "kernel")
     kernel_dir, probe_work, probe_dir = scratch / "kernel", scratch / "probe", scratch / "results"
     probe_dir.mkdir(mode=0o700)
     result = execute.execute_notebook(
@@ -309,7 +320,7 @@ def _run_and_probe(notebook, lab_name, scratch, seed, profile, timeout_s, memory
     probe_run = execute.run_probe_process(
         request, probe_work, probe_dir, timeout_s=PROBE_TIMEOUT_S, memory_limit_mb=memory_limit_mb,
         environment=environment, isolation=isolation, readable=readable + [str(artefacts)],
-        hidden=hidden,
+        hidden=withheld_paths(lab_name, "probe"),
     )
     return result, probe_run, probe_dir
 

@@ -17,6 +17,9 @@ ACTIVATION_CLASSES = ("ReLU", "Activation", "LeakyReLU", "ELU", "PReLU", "Softma
 LINEAR_ACTIVATIONS = (None, "linear")
 EXPORT_MODELS = ("model_bn", "model_plain")
 DEFINITION_ITEMS = ("structure", "behaviour", "output")
+# course_lib.cnn builds the reference CNN (with batch_norm=True): the notebook uses it for the
+# plain model, the probe process (which runs build_cnn_with_batch_norm) does not see it.
+PROBE_WITHHELD_MODULES = ("course_lib.cnn",)
 
 
 def _layer_kind(layer):

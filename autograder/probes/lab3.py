@@ -130,11 +130,11 @@ def probe_sampling_gradients(namespace, rng):
     Since z[i, j] depends only on z_mean[i, j] and z_log_var[i, j], the gradients of
     sum(z) are the element-wise derivatives dz/dz_mean and dz/dz_log_var.
     """
+    layer = _sampling_layer(namespace)  # first: a notebook without one needs no Keras import here
     import keras
     import numpy as np
     import torch
 
-    layer = _sampling_layer(namespace)
     mean_values = rng.normal(size=(GRADIENT_BATCH, GRADIENT_LATENT_DIM)).astype("float32")
     log_var_values = rng.uniform(-2.0, 2.0, size=(GRADIENT_BATCH, GRADIENT_LATENT_DIM)).astype("float32")
     z_mean = keras.ops.convert_to_tensor(mean_values).detach().requires_grad_(True)
@@ -236,12 +236,12 @@ def probe_train_step(namespace, rng):
     `kl_divergence` is replaced by a correct one (and put back afterwards): a mistake
     in `kl_divergence` costs the KL checks' points, not this check's.
     """
+    vae_class = require(namespace, "VAE", "callable")  # first: see probe_sampling_gradients
     import keras
     import numpy as np
 
     from course_lib.data import load_mnist
 
-    vae_class = require(namespace, "VAE", "callable")
     images, _ = load_mnist("train", limit=TRAIN_STEP_IMAGES)
     images = images[rng.permutation(len(images))]
     encoder, decoder = _train_step_models(TRAIN_STEP_LATENT_DIM, int(rng.integers(2**20)))

@@ -222,8 +222,8 @@ def _course_custom_objects(path):
         return objects
     for class_name, stand_in in stand_ins.items():
         for registered in _course_registered_names(config, class_name):
-            if not registered.startswith("course_lib>"):
-                objects[registered] = stand_in
+            # course_lib's own Sampling too: its module may be withheld in this process.
+            objects[registered] = stand_in
     return objects
 
 
@@ -275,9 +275,10 @@ class _CourseArtefacts(dict):
         return value
 
     def get(self, name, default=None):
+        """Like dict.get; a saved object that cannot be loaded also gives `default` (require() says why)."""
         try:
             return self[name]
-        except KeyError:
+        except (KeyError, ProbeError):
             return default
 
     def _load_model(self, record, what):

@@ -315,9 +315,9 @@ import os, glob
 print("ENV:", sorted(os.environ))
 print("GRADER-SECRET-ENV:", os.environ.get("COURSE_GRADER_SECRET"))
 for path in glob.glob("/**/{SECRET_TEXT_FILE}", recursive=True)[:5]:
-    print("SECRET-FILE:", open(path).read())
+    print("SECRET-" + "FILE-READ:", open(path).read())
 """)), expect("Looks for the grading secret in the environment and on disk: neither reaches the kernel.",
-              passed=[KL_CHECK], feedback_excludes=["COURSE_GRADER_SECRET'", "SECRET-FILE:"],
+              passed=[KL_CHECK], feedback_excludes=["COURSE_GRADER_SECRET'", "SECRET-FILE-READ"],
               attack="secret")
     yield "escape_by_file_handle", nb_case(notebook(CORRECT_KL, f"""
 import ctypes, ctypes.util, os
