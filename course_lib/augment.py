@@ -19,7 +19,16 @@
 """
 
 import keras
-from keras import ops
+
+# The layers themselves live in course_lib.image_layers (see there); re-exported here.
+from course_lib.image_layers import (  # noqa: F401
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RGB_CHANNELS,
+    AugmentationPipeline,
+    GrayscaleToRGB,
+    ImageNetNormalization,
+)
 
 # A rotation factor is a fraction of a full turn: 0.08 is +/- 28.8 degrees.
 DEFAULT_ROTATION = 0.08
@@ -31,11 +40,6 @@ DEFAULT_ZOOM = 0.1
 FILL_MODE = "constant"
 FILL_VALUE = 0.0
 
-RGB_CHANNELS = 3
-# Per-channel mean and standard deviation of the ImageNet training images (RGB, [0, 1]),
-# as used by torchvision's pretrained models.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _check_factor(name, value):
@@ -109,87 +113,3 @@ def build_mnist_augmentation(
             )
         )
     return AugmentationPipeline(layers, name="augmentation")
-
-
-@keras.saving.register_keras_serializable(package="course_lib")
-class AugmentationPipeline(keras.Sequential):
-    """A `keras.Sequential` of random layers that is inactive unless training.
-
-    Identical to `keras.Sequential` except that `training` defaults to False: a
-    direct call without `training` (and outside `fit()`) returns its inputs unchanged
-    and tells the layers after it (in the same model call) that this is inference.
-    Inside `fit()` or with `training=True` the random layers transform the images.
-    """
-
-    def call(self, inputs, training=False, mask=None, **kwargs):
-        return super().call(inputs, training=training, mask=mask, **kwargs)
-
-
-@keras.saving.register_keras_serializable(package="course_lib")
-class GrayscaleToRGB(keras.layers.Layer):
-    """Repeats the single channel of gray images three times: `(..., 1)` -> `(..., 3)`.
-
-    A network pretrained on RGB images expects three channels; a gray pixel is the
-    RGB colour with three equal values.
-    """
-
-    def build(self, input_shape):
-        if input_shape[-1] != 1:
-            raise ValueError(
-                "GrayscaleToRGB expects images with one channel (last axis of size 1). "
-                f"Received: input_shape={tuple(input_shape)}"
-            )
-
-    def call(self, inputs):
-        return ops.repeat(inputs, RGB_CHANNELS, axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (RGB_CHANNELS,)
-
-
-@keras.saving.register_keras_serializable(package="course_lib")
-class ImageNetNormalization(keras.layers.Layer):
-    """Normalizes RGB images in [0, 1] per channel: `(image - mean) / std`.
-
-    Args:
-        mean: per-channel means, ImageNet's by default.
-        std: per-channel standard deviations, ImageNet's by default.
-        **kwargs: base layer arguments (`name`, `dtype`...).
-
-    Raises:
-        ValueError: if `mean` and `std` differ in length, or a std is not positive.
-    """
-
-    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD, **kwargs):
-        super().__init__(**kwargs)
-        mean = tuple(float(value) for value in mean)
-        std = tuple(float(value) for value in std)
-        if len(mean) != len(std):
-            raise ValueError(
-                f"`mean` and `std` need one value per channel each. "
-                f"Received: mean={mean}, std={std}"
-            )
-        if min(std) <= 0:
-            raise ValueError(f"Every `std` value must be positive. Received: std={std}")
-        self.mean = mean
-        self.std = std
-
-    def build(self, input_shape):
-        if input_shape[-1] != len(self.mean):
-            raise ValueError(
-                f"ImageNetNormalization has statistics for {len(self.mean)} channels but "
-                f"the images have {input_shape[-1]}. Received: input_shape={tuple(input_shape)}"
-            )
-
-    def call(self, inputs):
-        mean = ops.convert_to_tensor(self.mean, dtype=self.compute_dtype)
-        std = ops.convert_to_tensor(self.std, dtype=self.compute_dtype)
-        return (ops.cast(inputs, self.compute_dtype) - mean) / std
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"mean": list(self.mean), "std": list(self.std)})
-        return config

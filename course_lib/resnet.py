@@ -40,7 +40,7 @@ import h5py
 import keras
 import numpy as np
 
-from course_lib.augment import GrayscaleToRGB, ImageNetNormalization
+from course_lib.image_layers import GrayscaleToRGB, ImageNetNormalization
 from course_lib.cnn import batch_norm_layers
 
 TORCH_BATCH_NORM_MOMENTUM = 0.1

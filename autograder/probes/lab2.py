@@ -14,6 +14,9 @@ BACKBONE_NAME = "backbone"
 SCHEDULE_PHASES = ("frozen", "finetune")
 EXPORT_MODELS = ("model",)
 DEFINITION_ITEMS = ("augmentation",)
+# course_lib.augment builds the reference augmentation: the probe process, which runs
+# build_augmentation, does not see it (saved models need only course_lib.image_layers).
+PROBE_WITHHELD_MODULES = ("course_lib.augment",)
 
 
 def _is_container(layer):
