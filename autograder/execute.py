@@ -84,9 +84,12 @@ class _Watchdog(threading.Thread):
         self.killed_for = ""
         self._stop_event = threading.Event()
 
+    def _pid(self):
+        return sandbox.kernel_pid(self.kernel_manager)
+
     def run(self):
         while not self._stop_event.wait(WATCHDOG_PERIOD_S):
-            pid = sandbox.kernel_pid(self.kernel_manager)
+            pid = self._pid()
             if pid is None:
                 continue
             used_mb = sandbox.tree_memory_mb(pid)
@@ -403,14 +406,5 @@ class _ProcessWatchdog(_Watchdog):
         self.pid = pid
         self.kill_at = kill_at
 
-    def run(self):
-        while not self._stop_event.wait(WATCHDOG_PERIOD_S):
-            used_mb = sandbox.tree_memory_mb(self.pid)
-            self.peak_mb = max(self.peak_mb, used_mb)
-            if used_mb > self.memory_limit_mb:
-                self.killed_for = "memory"
-            elif time.time() > self.kill_at:
-                self.killed_for = "timeout"
-            if self.killed_for:
-                sandbox.kill_tree(self.pid)
-                return
+    def _pid(self):
+        return self.pid

@@ -6,6 +6,7 @@ line that loads MNIST), so each report can be matched to its own notebook.
 """
 
 import csv
+import importlib.util
 import json
 import os
 import pathlib
@@ -17,13 +18,10 @@ import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 KL_CHECK = "test_kl_closed_form"
-CORRECT_KL = """import numpy as np
-
-def kl_divergence(z_mean, z_log_var):
-    z_mean = np.asarray(z_mean, dtype=np.float64)
-    z_log_var = np.asarray(z_log_var, dtype=np.float64)
-    return 0.5 * np.sum(np.exp(z_log_var) + z_mean**2 - 1.0 - z_log_var, axis=-1)
-"""
+_CORPUS = importlib.util.spec_from_file_location("make_corpus", REPO_ROOT / "tests" / "hostile_corpus" / "make_corpus.py")
+make_corpus = importlib.util.module_from_spec(_CORPUS)
+_CORPUS.loader.exec_module(make_corpus)
+CORRECT_KL, FLIPPED_KL = make_corpus.CORRECT_KL, make_corpus.FLIPPED_KL
 LOAD_DATA = """from course_lib.data import load_mnist
 images, _ = load_mnist("test", limit=5)
 print("DATA-OK", images.shape, "MARKER-{marker}")
@@ -43,7 +41,7 @@ pytestmark = pytest.mark.slow
 
 def _notebook(correct, marker):
     book = nbformat.v4.new_notebook()
-    kl = CORRECT_KL if correct else CORRECT_KL.replace("return 0.5 *", "return -0.5 *")
+    kl = CORRECT_KL if correct else FLIPPED_KL
     book.cells = [nbformat.v4.new_code_cell(kl), nbformat.v4.new_code_cell(LOAD_DATA.format(marker=marker))]
     book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return book
