@@ -133,6 +133,12 @@ def _kernel_manager(work_dir, environment, isolation, readable, hidden):
     return kernel_manager
 
 
+def _make_home_folders(work_dir):
+    """The HOME and TMPDIR that the environment (`grade._kernel_environment`) points into."""
+    for name in ("home", "tmp"):
+        (pathlib.Path(work_dir) / name).mkdir(parents=True, exist_ok=True)
+
+
 def _cell_error(cell):
     for output in cell.get("outputs", []):
         if output.get("output_type") == "error":
@@ -167,15 +173,7 @@ def execute_notebook(notebook, work_dir, export_cell_source, timeout_s, memory_l
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
-    environment = dict(environment)
-    for name in ("home", "tmp"):
-        (work_dir / name).mkdir(exist_ok=True)
-    environment.update(
-        HOME=str(work_dir / "home"),
-        TMPDIR=str(work_dir / "tmp"),
-        MPLCONFIGDIR=str(work_dir / "home"),
-        KERAS_HOME=str(work_dir / "home" / ".keras"),
-    )
+    _make_home_folders(work_dir)
     kernel_manager = _kernel_manager(work_dir, environment, isolation, readable, hidden)
     client = _LimitedClient(
         notebook,
@@ -355,9 +353,13 @@ def run_probe_process(request_text, work_dir, out_dir, timeout_s, memory_limit_m
     """
     import subprocess
 
-    from autograder.probes.assemble import HOST_BOOTSTRAP, unpack_host_output
+    import numpy as np
+
+    from autograder.probes.assemble import HOST_BOOTSTRAP
+    from autograder.probes.runtime import _course_unpack
 
     work_dir = pathlib.Path(work_dir).resolve()
+    _make_home_folders(work_dir)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-c", HOST_BOOTSTRAP]
@@ -387,11 +389,10 @@ def run_probe_process(request_text, work_dir, out_dir, timeout_s, memory_limit_m
         run.problem = f"the probes ran past their time limit of {timeout_s} s"
         return run
     try:
-        document, arrays = unpack_host_output(output)
+        document, arrays = _course_unpack(output)
     except Exception:
         run.problem = f"the probe process failed (exit code {process.returncode}); see probe.log"
         return run
-    np = __import__("numpy")
     np.savez(out_dir / "probe.npz", **arrays)
     (out_dir / "probe.json").write_text(json.dumps(document))
     run.ok = True

@@ -308,8 +308,6 @@ def _run_and_probe(notebook, lab_name, scratch, seed, profile, timeout_s, memory
     # The grader's own copy: regular files only, whatever the kernel left behind.
     artefacts = scratch / "artefacts"
     execute.copy_export(result.export_dir, artefacts)
-    for name in ("home", "tmp"):
-        (probe_work / name).mkdir(parents=True, exist_ok=True)
     writable = [probe_work / "home", probe_work / "tmp"]
     if isolation == "bwrap":
         writable += ["/tmp", "/dev/shm"]

@@ -138,7 +138,3 @@ def check_points(lab_name):
     """Returns {check name: points} of a lab, in the module's order."""
     return {name: float(args[0]) for name, args in _check_marks(lab_name, "points").items()}
 
-
-def check_probes(lab_name):
-    """Returns {check name: tuple of probe items it reads}."""
-    return _check_marks(lab_name, "probes")

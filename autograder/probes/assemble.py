@@ -80,9 +80,3 @@ def run_probes_in_process(lab_name, namespace, out_dir, seed=0, only=None):
         namespace, probe_namespace["PROBES"], str(out_dir), int(seed), only=only
     )
 
-
-def unpack_host_output(data):
-    """Parses a probe process's stdout: returns (status document, {key: array})."""
-    namespace = {}
-    exec(compile(RUNTIME_FILE.read_text(), "<course-probe>", "exec"), namespace)
-    return namespace["_course_unpack"](data)

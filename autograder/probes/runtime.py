@@ -152,18 +152,14 @@ def _course_probe_main(namespace, probes, out_dir, seed, only=None):
 
 _COURSE_HEADER_BYTES = 8
 _COURSE_MAX_RESULT_BYTES = 1_500_000_000
-_COURSE_DEFINITION_KINDS = ("Import", "ImportFrom", "FunctionDef", "AsyncFunctionDef", "ClassDef")
-
-
-class _CourseMeanOnly:
-    """Placeholder for a notebook's sampling layer inside a loaded encoder: returns z_mean.
-
-    Probes of trained models use the encoder's z_mean and z_log_var; the notebook's own
-    Sampling is graded on its definition, not through a saved model.
-    """
 
 
 def _course_stand_ins():
+    """Placeholders for the notebook's own layers inside saved models.
+
+    `Sampling` returns z_mean: probes of trained models use the encoder's z_mean and
+    z_log_var; the notebook's Sampling is graded on its definition, not through a saved model.
+    """
     import keras
 
     class Sampling(keras.layers.Layer):
@@ -334,31 +330,15 @@ def _course_prctl_not_dumpable():
         pass
 
 
-def _course_stray_pids(own_namespace):
-    """Processes to kill after an item: in our own pid namespace every other one but init."""
-    me = _course_os.getpid()
-    pids = []
-    for entry in _course_os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in (1, me):
-            continue
-        pid = int(entry)
-        if own_namespace:
-            pids.append(pid)
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-            if int(fields[3]) == me:  # session id: the item child made its own session
-                pids.append(pid)
-        except (OSError, IndexError, ValueError):
-            continue
-    return pids
-
-
 def _course_kill_strays(own_namespace, session=None):
+    """After an item: in our own pid namespace every process but init and us; else the child's session."""
     import signal
 
-    for pid in _course_stray_pids(own_namespace) if own_namespace else []:
+    me = _course_os.getpid()
+    strays = [int(entry) for entry in _course_os.listdir("/proc") if entry.isdigit()] if own_namespace else []
+    for pid in strays:
+        if pid in (1, me):
+            continue
         try:
             _course_os.kill(pid, signal.SIGKILL)
         except OSError:
