@@ -20,6 +20,9 @@ import re
 
 import nbformat
 
+HIDDEN_TESTS_BEGIN = "### BEGIN HIDDEN TESTS"
+HIDDEN_TESTS_END = "### END HIDDEN TESTS"
+
 REPORT_FILE = "report.json"
 GRADESCOPE_FILE = "results.json"
 FEEDBACK_NOTEBOOK = "feedback.ipynb"
@@ -29,8 +32,6 @@ CLASS_CSV = "grades.csv"
 PROBE_TAG = "course-probe"
 VERDICT_TAG = "grader-verdict"
 VERDICT_ID = "grader-verdict"
-HIDDEN_TESTS_BEGIN = "### BEGIN HIDDEN TESTS"
-HIDDEN_TESTS_END = "### END HIDDEN TESTS"
 
 # Gradescope autograder specification (results.json): the visibility values and output formats.
 VISIBILITY_ENV_VAR = "COURSE_GRADESCOPE_VISIBILITY"
@@ -196,17 +197,18 @@ def _results_markdown(report):
     return "\n".join(lines)
 
 
-def _without_hidden_tests(source):
-    kept, hiding = [], False
+def without_hidden_tests(source):
+    """Returns (`source` without its hidden-test regions, how many there were)."""
+    kept, hiding, removed = [], False, 0
     for line in source.splitlines():
         marker = line.strip()
         if marker.startswith(HIDDEN_TESTS_BEGIN):
-            hiding = True
+            hiding, removed = True, removed + 1
         elif marker.startswith(HIDDEN_TESTS_END) and hiding:
             hiding = False
         elif not hiding:
             kept.append(line)
-    return "\n".join(kept)
+    return "\n".join(kept), removed
 
 
 def _student_cells(executed_notebook):
@@ -221,7 +223,7 @@ def _student_cells(executed_notebook):
         source = _source_text(cell.get("source", ""))
         if HIDDEN_TESTS_BEGIN in source:
             cell = nbformat.from_dict(dict(cell))
-            cell["source"] = _without_hidden_tests(source)
+            cell["source"] = without_hidden_tests(source)[0]
         cells.append(cell)
     return cells
 

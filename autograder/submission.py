@@ -7,6 +7,8 @@ import pathlib
 
 import nbformat
 
+from autograder.reports import HIDDEN_TESTS_BEGIN, HIDDEN_TESTS_END, without_hidden_tests  # noqa: F401  (markers: one definition)
+
 IGNORED_PARTS = (".ipynb_checkpoints", "__MACOSX")
 MAX_NOTEBOOK_BYTES = 50 * 1024**2
 
@@ -88,8 +90,6 @@ def read_notebook(notebook_path):
     return notebook, raw
 
 
-HIDDEN_TESTS_BEGIN = "### BEGIN HIDDEN TESTS"
-HIDDEN_TESTS_END = "### END HIDDEN TESTS"
 
 
 def strip_hidden_tests(notebook):
@@ -107,16 +107,8 @@ def strip_hidden_tests(notebook):
     for cell in notebook.cells:
         if cell.cell_type != "code" or HIDDEN_TESTS_BEGIN not in cell.source:
             continue
-        kept, hiding = [], False
-        for line in cell.source.splitlines():
-            marker = line.strip()
-            if marker.startswith(HIDDEN_TESTS_BEGIN):
-                hiding, removed = True, removed + 1
-            elif marker.startswith(HIDDEN_TESTS_END) and hiding:
-                hiding = False
-            elif not hiding:
-                kept.append(line)
-        cell.source = "\n".join(kept)
+        cell.source, count = without_hidden_tests(cell.source)
+        removed += count
     return removed
 
 
