@@ -30,10 +30,13 @@ def check(points, probes=()):
 class ProbeResults:
     """The probe results of one submission, as written by the in-kernel runtime."""
 
-    def __init__(self, probe_dir, profile="fast", context=None):
+    def __init__(self, probe_dir, profile="fast", context=None, lab=None):
         self.probe_dir = pathlib.Path(probe_dir)
         self.profile = profile
+        self.lab = lab
         self.context = context or {}
+        # The calibrated thresholds the running check consulted (see `thresholds()`).
+        self.thresholds_used = None
         status_file = self.probe_dir / "probe.json"
         arrays_file = self.probe_dir / "probe.npz"
         self.available = status_file.is_file() and arrays_file.is_file()
@@ -46,6 +49,24 @@ class ProbeResults:
             self.seed = status.get("seed")
             with np.load(arrays_file, allow_pickle=False) as data:
                 self.arrays = {key: data[key] for key in data.files}
+
+    def thresholds(self):
+        """The calibrated thresholds of this lab in this profile (autograder/calibration.py).
+
+        The check that asks is noted, so that its verdict can say where they were measured.
+
+        Raises:
+            CheckFailure: if the lab is unknown or the profile has no thresholds.
+        """
+        from autograder import calibration
+
+        if self.lab is None:
+            raise CheckFailure("These probe results do not name their lab; no thresholds apply.")
+        try:
+            self.thresholds_used = calibration.thresholds(self.lab, self.profile)
+        except calibration.CalibrationError as error:
+            raise CheckFailure(str(error)) from error
+        return self.thresholds_used
 
     def _item(self, item):
         if not self.available:

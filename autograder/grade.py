@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 
-from autograder import execute, reports, sandbox
+from autograder import calibration, execute, reports, sandbox
 from autograder.judge import check_points, run_checks
 from autograder.probes.assemble import export_cell, host_request, probe_module
 from autograder.probes.definitions import top_level_definitions
@@ -203,6 +203,7 @@ def grade_submission(submission_path, out_dir, lab=None, profile="fast", timeout
         "peak_memory_mb": max(result.peak_memory_mb, probe_run.peak_memory_mb),
         "cell_errors": result.errors[:20],
         "isolation": isolation,
+        "calibration": _calibration_entry(lab_name, profile),
         "fingerprint": fingerprint_text,
         "course_version": version,
     }
@@ -348,6 +349,14 @@ def kernel_threads_for(workers):
     if workers <= 1 or "OMP_NUM_THREADS" in os.environ:
         return None
     return max(1, (os.cpu_count() or 1) // workers)
+
+
+def _calibration_entry(lab_name, profile):
+    """Where the thresholds of this lab and profile were measured (report.json's `calibration`)."""
+    try:
+        return calibration.thresholds(lab_name, profile).describe()
+    except calibration.CalibrationError as error:
+        return {"lab": lab_name, "profile": profile, "measured": False, "note": str(error)}
 
 
 def _zero_checks(lab_name, message):

@@ -22,6 +22,10 @@ class CheckResult:
     max_points: float
     passed: bool
     message: str
+    # Where the thresholds it applied were measured (only for checks that use calibrated ones).
+    calibration: str = None
+    # The calibrated quantities it measured: {threshold name: {"value", "threshold", "holds"}}.
+    measured: dict = None
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -55,6 +59,9 @@ class _CheckCollector:
             if item.get_closest_marker("points") is None:
                 raise pytest.UsageError(f"Check {item.name} has no points marker.")
 
+    def pytest_runtest_setup(self, item):
+        self.probe_results.thresholds_used = None
+
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
         outcome = yield
@@ -62,12 +69,18 @@ class _CheckCollector:
         max_points = float(item.get_closest_marker("points").args[0])
         if report.when == "call" or (report.when == "setup" and report.failed):
             passed = report.passed
+            message = "passed" if passed else _failure_message(call)
+            used = self.probe_results.thresholds_used
+            if used is not None and not used.measured and not passed:
+                message = f"{message} {used.caveat()}"
             self.results[item.name] = CheckResult(
                 name=item.name,
                 points=max_points if passed else 0.0,
                 max_points=max_points,
                 passed=passed,
-                message="passed" if passed else _failure_message(call),
+                message=message,
+                calibration=None if used is None else used.describe()["note"],
+                measured=None if used is None or not used.compared else dict(used.compared),
             )
 
 
@@ -86,7 +99,7 @@ def run_checks(lab_name, probe_dir, profile="fast", only=None, context=None):
         A list of `CheckResult`, in the module's order.
     """
     lab = get_lab(lab_name)
-    collector = _CheckCollector(ProbeResults(probe_dir, profile=profile, context=context))
+    collector = _CheckCollector(ProbeResults(probe_dir, profile=profile, context=context, lab=lab_name))
     with tempfile.TemporaryDirectory() as empty_dir:
         ini_file = os.path.join(empty_dir, "pytest.ini")
         with open(ini_file, "w") as handle:

@@ -12,9 +12,10 @@ Usage:
     # seeds run in separate processes, then summarized together:
     python scripts/calibrate_lab1.py --out all.json --combine seed0.json seed1.json ...
 
-The output holds one record per seed (accuracies, run time); the thresholds in
-autograder/calibration/lab1.json are derived from it with `summarize()` (the rule is
-written there). Generic helpers here are reused by calibrate_lab2.py.
+The output holds one record per seed (accuracies, run time); with
+`--write-calibration` the profile's entry of autograder/calibration/lab1.json is written
+from it (`quantities()` states the rule; the format is autograder/calibration.py's).
+Generic helpers here are reused by calibrate_lab2.py.
 """
 
 import argparse
@@ -31,6 +32,7 @@ COURSE_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(COURSE_ROOT))
 
 import course_lib  # noqa: E402  (selects the torch backend before keras)
+from autograder import calibration  # noqa: E402
 from autograder.checking import ProbeResults  # noqa: E402
 from autograder.grade import probe_notebook  # noqa: E402
 
@@ -42,6 +44,9 @@ MEMORY_LIMIT_MB = 12_000
 # deviations, and at least MIN_MARGIN (a few seeds may underestimate the spread).
 MIN_MARGIN = 0.03
 SPREAD_FACTOR = 3.0
+# The accuracy of an untrained or constant model on 10 balanced classes.
+CHANCE_ACCURACY = 0.1
+DESCRIPTION = "Accuracy thresholds of lab1's hidden checks, with the runs they come from."
 
 
 def seeded_notebook(lab, seed):
@@ -122,6 +127,39 @@ def lab1_accuracies(probes):
     }
 
 
+def quantities(details):
+    """lab1's calibrated quantities from the per-seed runs in `details` (see the module docstring)."""
+    runs = details["runs"]
+    bn = [run["bn_accuracy"] for run in runs]
+    plain = [run["plain_accuracy"] for run in runs]
+    differences = [b - p for b, p in zip(bn, plain)]
+    bn_stats, difference_stats = summarize(bn), tolerance_below_zero(differences)
+    seeds = f"the solution notebook, seeds {[run['seed'] for run in runs]}, probe seed {PROBE_SEED}"
+    return {
+        "min_bn_accuracy": calibration.quantity(
+            "accuracy of model_bn on the 1,000 exact CIFAR-10 test images", "at_least",
+            bn, seeds, {"untrained or constant model (chance)": CHANCE_ACCURACY},
+            "no trained-but-poor model measured yet",
+            "mean - max(3 std, 0.03) over the seeds", bn_stats["threshold"]),
+        "min_bn_minus_plain": calibration.quantity(
+            "accuracy of model_bn minus that of model_plain on the same images", "at_least",
+            differences, seeds,
+            {"untrained model_bn against the worst plain run": round(CHANCE_ACCURACY - min(plain), 4)},
+            "a model_bn left untrained",
+            "-(max(3 std - mean, 0.03)) of the per-seed differences", -difference_stats["margin"]),
+    }
+
+
+def write_calibration(profile, runs, details_extra=None):
+    """Writes `profile`'s entry of autograder/calibration/lab1.json from the per-seed runs."""
+    details = dict(details_extra or {}, runs=runs)
+    entry = calibration.profile_entry(
+        quantities(details), course_lib.settings("lab1", profile), [run["seed"] for run in runs], details,
+        course_lib.describe_device(), load_average=round(os.getloadavg()[0], 2))
+    calibration.write_profile(calibration.calibration_path("lab1"), "lab1", "scripts/calibrate_lab1.py",
+                              DESCRIPTION, profile, entry)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -129,6 +167,8 @@ def main(argv=None):
     parser.add_argument("--out", type=pathlib.Path, required=True)
     parser.add_argument("--combine", nargs="+", metavar="JSON",
                         help="summarize the runs of earlier outputs instead of running seeds")
+    parser.add_argument("--write-calibration", action="store_true",
+                        help="also write the profile's entry of autograder/calibration/lab1.json")
     arguments = parser.parse_args(argv)
     data_dir = os.environ.get("COURSE_DATA_DIR")
     runs = combine(arguments.combine) if arguments.combine else []
@@ -148,6 +188,9 @@ def main(argv=None):
     }
     arguments.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {arguments.out}")
+    if arguments.write_calibration:
+        write_calibration(arguments.profile, runs)
+        print(f"wrote the {arguments.profile} entry of {calibration.calibration_path('lab1')}")
     return 0
 
 

@@ -13,9 +13,10 @@ before training) and real held-out digits. A threshold lies at the geometric mid
 between the worst reference run and the best bad generator it must reject; the script
 fails unless every reference run passes every check and every bad generator fails one.
 
-Only the active profile (`$COURSE_PROFILE`, default fast) is measured. The other
-profile's entry is kept from the existing file, or, when it was never measured, set to
-the measured profile's thresholds and marked `"measured": false`.
+Only the active profile (`$COURSE_PROFILE`, default fast) is measured (in the format of
+autograder/calibration.py; `quantities()` derives the thresholds from the stored
+measurements). The other profile's entry is kept, or, when it was never measured, marked
+unmeasured with this profile as its fallback.
 """
 
 import argparse
@@ -38,12 +39,12 @@ import course_lib  # noqa: E402  (torch backend before keras)
 from autograder import bad_generators, evaluators  # noqa: E402
 from autograder.checks import test_lab3 as lab3_checks  # noqa: E402
 from autograder.probes.assemble import run_probes_in_process  # noqa: E402
+from autograder import calibration  # noqa: E402
 from calibration_common import (  # noqa: E402
     SEED_LINE,
     geometric_midpoint,
     notebook_code_cells,
     summarize,
-    write_profile_calibration,
 )
 from autograder.quality import sample_quality_report  # noqa: E402
 from course_lib.data import load_mnist  # noqa: E402
@@ -51,7 +52,8 @@ from course_lib.data import load_mnist  # noqa: E402
 LAB = "lab3"
 DATASET = "mnist"
 NOTEBOOK = REPO_ROOT / "source" / LAB / f"{LAB}.ipynb"
-CALIBRATION_FILE = lab3_checks.CALIBRATION_FILE
+CALIBRATION_FILE = calibration.calibration_path(LAB)
+DESCRIPTION = "Sample-quality thresholds of lab3's hidden checks, with the measurements they come from."
 TRAINING_CELL_MARKER = "vae.fit("
 HELD_OUT_EXAMPLES = 5000
 # Bad generators that must fail test_sample_quality; training copies must instead fail
@@ -107,6 +109,15 @@ def run_reference(seed, probe_seeds, training_images, keep_untrained=False):
             "probe_seeds": per_probe_seed}, untrained
 
 
+THRESHOLD_RULE = (
+    "max_frechet_distance and min_classifier_score: geometric midpoint between the worst "
+    "reference run (all training seeds x probe seeds) and the best bad generator (training "
+    "copies excluded: they are real digits); max_copy_fraction: fixed at 0.05 (a copier is "
+    "found at ~83% with 12,000 training images and ~17% with 60,000, since 10,000 of them "
+    "are compared), checked to lie between the reference runs and the copier."
+)
+
+
 def choose_thresholds(reference_runs, bad):
     """Picks each threshold between the reference runs and the bad generators."""
     good = [metrics for run in reference_runs.values() for metrics in run["probe_seeds"].values()]
@@ -145,6 +156,35 @@ def choose_thresholds(reference_runs, bad):
         },
     }
     return thresholds, margins
+
+
+def quantities(details):
+    """lab3's calibrated quantities, derived from the stored measurements in `details`."""
+    runs, bad = details["reference_runs"], details["bad_generators"]
+    thresholds, _ = choose_thresholds(runs, bad)
+    good = [metrics for run in runs.values() for metrics in run["probe_seeds"].values()]
+    what = (f"the solution notebook, training seeds {sorted(runs)} x probe seeds "
+            f"{details['probe_seeds']}, {details['num_samples']} samples each")
+    non_copies = {name: metrics for name, metrics in bad.items() if name not in COPY_GENERATORS}
+    poor_what = "autograder/bad_generators.py and the notebook's decoder before training (copies excluded)"
+    rule = details["rule"]
+    return {
+        "max_frechet_distance": calibration.quantity(
+            "Fréchet distance of the prior samples in the MNIST evaluator's features", "at_most",
+            [m["frechet_distance"] for m in good], what,
+            {name: m["frechet_distance"] for name, m in non_copies.items()}, poor_what, rule,
+            thresholds["max_frechet_distance"]),
+        "min_classifier_score": calibration.quantity(
+            "classifier score of the prior samples (MNIST evaluator)", "at_least",
+            [m["classifier_score"] for m in good], what,
+            {name: m["classifier_score"] for name, m in non_copies.items()}, poor_what, rule,
+            thresholds["min_classifier_score"]),
+        "max_copy_fraction": calibration.quantity(
+            "fraction of samples that are near copies of real images", "at_most",
+            [m["copy_fraction"] for m in good], what,
+            {name: bad[name]["copy_fraction"] for name in COPY_GENERATORS}, "generators that copy real digits",
+            rule, thresholds["max_copy_fraction"]),
+    }
 
 
 def verdicts(metrics, thresholds):
@@ -201,46 +241,22 @@ def main(argv=None):
         raise RuntimeError("; ".join(failures))
 
     good = [metrics for run in reference_runs.values() for metrics in run["probe_seeds"].values()]
-    measured_entry = {
-        "measured": True,
-        "measured_on": f"{course_lib.describe_device()}",
-        "load_average_1min": round(os.getloadavg()[0], 2),
+    details = {
         "evaluator_weights_sha256": evaluators.read_metadata()[DATASET]["weights_sha256"],
-        "date": datetime.date.today().isoformat(),
         "num_samples": num_samples,
         "train_examples": train_examples,
-        "settings": course_lib.settings(LAB, profile),
-        "training_seeds": arguments.seeds,
         "probe_seeds": arguments.probe_seeds,
         "reference_runs": reference_runs,
         "reference_summary": {name: summarize([m[name] for m in good]) for name in RECORDED_METRICS},
         "bad_generators": bad,
         "real_held_out_digits": real,
         "margins": margins,
-        "rule": (
-            "max_frechet_distance and min_classifier_score: geometric midpoint between the worst "
-            "reference run (all training seeds x probe seeds) and the best bad generator (training "
-            "copies excluded: they are real digits); max_copy_fraction: fixed at 0.05 (a copier is "
-            "found at ~83% with 12,000 training images and ~17% with 60,000, since 10,000 of them "
-            "are compared), checked to lie between the reference runs and the copier."
-        ),
+        "rule": THRESHOLD_RULE,
     }
-    header = {
-        "lab": LAB,
-        "description": "Sample-quality thresholds of lab3's hidden checks, with the measurements they come from.",
-        "script": "scripts/calibrate_lab3.py",
-    }
-    note = (
-        f"Not yet measured on a GPU: the same numbers as the measured {profile} profile. "
-        "The other profile trains the same model longer on more data, so a correct VAE's "
-        "samples score at least as well as in the measured runs, and it draws more samples, "
-        "which lowers the Fréchet distance's small-sample bias; the bad generators score "
-        "far beyond the thresholds whatever the sample count. max_copy_fraction still "
-        "rejects a copier when only 10,000 of 60,000 training images are compared (~17% "
-        "of its samples found). Rerun this script with COURSE_PROFILE=full on a GPU to "
-        "measure them."
-    )
-    write_profile_calibration(arguments.out, header, profile, thresholds, measured_entry, note)
+    entry = calibration.profile_entry(
+        quantities(details), course_lib.settings(LAB, profile), arguments.seeds, details,
+        course_lib.describe_device(), load_average=round(os.getloadavg()[0], 2))
+    calibration.write_profile(arguments.out, LAB, "scripts/calibrate_lab3.py", DESCRIPTION, profile, entry)
     print(f"thresholds ({profile}): {thresholds}")
     print(f"wrote {arguments.out}")
     return 0

@@ -7,11 +7,10 @@ Two stages, so that the slow one can run per seed, in parallel or on another mac
     python scripts/calibrate_lab4.py train --profile fast --seed 0 --work-dir /tmp/calibrate_lab4
     # 2. Measure the known-bad generators, combine, choose thresholds, write the file.
     python scripts/calibrate_lab4.py summarize --profile fast --work-dir /tmp/calibrate_lab4
-    # Without a GPU: the full profile reuses the fast thresholds, checked against the
-    # bad generators measured with the full profile's sample count (marked unmeasured).
-    python scripts/calibrate_lab4.py unmeasured --profile full --from-profile fast
 
-`summarize` rewrites only the given profile's entry of autograder/calibration/lab4.json.
+`summarize` rewrites only the given profile's entry of autograder/calibration/lab4.json
+(format: autograder/calibration.py; `quantities()` derives the thresholds from the stored
+runs). A profile never measured stays marked unmeasured, with its fallback profile.
 Thresholds: the midpoint between the seeds' worst value and the best known-bad
 generator, so that both sides keep the same margin. The script stops unless that margin
 is at least `MIN_RELATIVE_MARGIN` of the threshold and at least `SPREAD_MARGIN` standard
@@ -20,7 +19,6 @@ the tail of its seed-to-seed spread).
 """
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
@@ -33,8 +31,11 @@ import time
 COURSE_ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(COURSE_ROOT))
 
+from autograder import calibration  # noqa: E402
+
 NOTEBOOK = COURSE_ROOT / "source" / "lab4" / "lab4.ipynb"
 CALIBRATION_FILE = COURSE_ROOT / "autograder" / "calibration" / "lab4.json"
+DESCRIPTION = "Sample-quality and reconstruction thresholds of lab4's hidden checks, with the runs they come from."
 SEED_LINE = re.compile(r"^SEED = \d+$", re.MULTILINE)
 MARKER_LINE = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$", re.MULTILINE)
 PROBE_SEED = 0
@@ -236,109 +237,63 @@ def lower_threshold(seed_values, bad_values, what):
     return stats
 
 
-def summarize(profile, work_dir, seeds):
-    runs = [measure_run(profile, work_dir, seed) for seed in seeds]
-    bad = bad_generator_values(profile)
-    fd_bad = {name: report["frechet_distance"] for name, report in bad["samples"].items()
-              if name not in COPY_GENERATORS}
-    score_bad = {name: report["classifier_score"] for name, report in bad["samples"].items()
+def quantities(details):
+    """lab4's calibrated quantities, derived from the stored seed runs and bad generators."""
+    runs, bad = details["seed_runs"], details["bad_generators"]
+    samples = bad["samples"]
+    fd_bad = {name: report["frechet_distance"] for name, report in samples.items() if name not in COPY_GENERATORS}
+    score_bad = {name: report["classifier_score"] for name, report in samples.items()
                  if name in ("mean_image", "repeated_sample")}
-    frechet = upper_threshold([run["sample_quality"]["frechet_distance"] for run in runs], fd_bad,
-                              "Fréchet distance")
-    score = lower_threshold([run["sample_quality"]["classifier_score"] for run in runs], score_bad,
-                            "classifier score")
-    mse = upper_threshold([run["reconstruction_mse"] for run in runs], bad["reconstructions"],
-                          "reconstruction MSE")
-    copies_seed = [run["sample_quality"]["copy_fraction"] for run in runs]
-    copies_bad = {name: report["copy_fraction"] for name, report in bad["samples"].items()}
-    if max(copies_seed) > MAX_COPY_FRACTION or copies_bad["training_copies"] <= MAX_COPY_FRACTION:
-        raise SystemExit(f"copy fraction does not separate: seeds {copies_seed}, bad {copies_bad}")
-    entry = {
-        "measured": True,
-        "measured_on": runs[0]["machine"],
-        "date": datetime.date.today().isoformat(),
-        "seeds": [run["seed"] for run in runs],
-        "probe_seed": PROBE_SEED,
-        "num_samples": bad["num_samples"],
-        "notebook_code_seconds": [run["notebook_code_seconds"] for run in runs],
-        "thresholds": {
-            "max_frechet_distance": frechet["threshold"],
-            "min_classifier_score": score["threshold"],
-            "max_copy_fraction": MAX_COPY_FRACTION,
-            "max_reconstruction_mse": mse["threshold"],
-        },
-        "frechet_distance": frechet,
-        "classifier_score": score,
-        "reconstruction_mse": mse,
-        "copy_fraction": {"per_seed": copies_seed, "threshold": MAX_COPY_FRACTION, "bad": copies_bad},
-        "seed_runs": runs,
-        "bad_generators": bad,
+    copies_bad = {name: samples[name]["copy_fraction"] for name in COPY_GENERATORS}
+    frechet = upper_threshold([run["sample_quality"]["frechet_distance"] for run in runs], fd_bad, "Fréchet distance")
+    score = lower_threshold([run["sample_quality"]["classifier_score"] for run in runs], score_bad, "classifier score")
+    mse = upper_threshold([run["reconstruction_mse"] for run in runs], bad["reconstructions"], "reconstruction MSE")
+    what = f"the solution notebook, seeds {[run['seed'] for run in runs]}, probe seed {details['probe_seed']}"
+    poor = "autograder/bad_generators.py (training copies excluded: they are real images)"
+    midpoint = "arithmetic midpoint between the worst seed and the best bad generator (margin >= 3 std and >= 5%)"
+    return {
+        "max_frechet_distance": calibration.quantity(
+            "Fréchet distance of the prior samples in the CIFAR-10 evaluator's features", "at_most",
+            [run["sample_quality"]["frechet_distance"] for run in runs], what, fd_bad, poor, midpoint,
+            frechet["threshold"]),
+        "min_classifier_score": calibration.quantity(
+            "classifier score of the prior samples (CIFAR-10 evaluator)", "at_least",
+            [run["sample_quality"]["classifier_score"] for run in runs], what, score_bad,
+            "the mean image and one sample repeated", midpoint, score["threshold"]),
+        "max_copy_fraction": calibration.quantity(
+            "fraction of samples that are near copies of real images", "at_most",
+            [run["sample_quality"]["copy_fraction"] for run in runs], what, copies_bad,
+            "generators that copy real images", "fixed at 5%, checked to lie between both sides",
+            MAX_COPY_FRACTION),
+        "max_reconstruction_mse": calibration.quantity(
+            "mean squared error of the VAE's reconstructions of test images", "at_most",
+            [run["reconstruction_mse"] for run in runs], what, bad["reconstructions"],
+            "constant, noisy or unrelated reconstructions and the untrained model", midpoint, mse["threshold"]),
     }
-    write_entry(profile, entry)
-    print(json.dumps(entry["thresholds"], indent=2))
 
 
-def write_entry(profile, entry):
-    calibration = json.loads(CALIBRATION_FILE.read_text()) if CALIBRATION_FILE.exists() else {}
-    calibration.setdefault("profiles", {})[profile] = entry
-    CALIBRATION_FILE.parent.mkdir(parents=True, exist_ok=True)
-    CALIBRATION_FILE.write_text(json.dumps(calibration, indent=2, ensure_ascii=False) + "\n")
+def summarize(profile, work_dir, seeds):
+    import course_lib
+
+    runs = [measure_run(profile, work_dir, seed) for seed in seeds]
+    details = {"probe_seed": PROBE_SEED, "seed_runs": runs, "bad_generators": bad_generator_values(profile)}
+    details["num_samples"] = details["bad_generators"]["num_samples"]
+    entry = calibration.profile_entry(
+        quantities(details), course_lib.settings("lab4", profile), seeds, details, runs[0]["machine"],
+        load_average=round(os.getloadavg()[0], 2))
+    calibration.write_profile(CALIBRATION_FILE, "lab4", "scripts/calibrate_lab4.py", DESCRIPTION, profile, entry)
     print(f"Wrote the {profile} entry of {CALIBRATION_FILE}")
-
-
-def unmeasured_from(profile, source_profile):
-    """Writes `profile`'s entry without seed runs (no GPU here): `source_profile`'s thresholds,
-    checked against the bad generators measured with `profile`'s sample count and data.
-
-    Valid as a lenient stand-in only where `profile` trains more than `source_profile`
-    (more data and epochs give lower Fréchet distances and reconstruction errors, and more
-    samples give a Fréchet distance with less upward bias): a correct run is expected to
-    pass with a larger margin. Replace it by a measured entry (`train` + `summarize`).
-    """
-    calibration = json.loads(CALIBRATION_FILE.read_text())
-    source = calibration["profiles"][source_profile]
-    thresholds = dict(source["thresholds"])
-    bad = bad_generator_values(profile)
-    failures = []
-    for name, report in bad["samples"].items():
-        fails = (
-            report["frechet_distance"] > thresholds["max_frechet_distance"] * (1.0 + MIN_RELATIVE_MARGIN)
-            or report["copy_fraction"] > thresholds["max_copy_fraction"]
-        )
-        if not fails:
-            failures.append(name)
-    for name, value in bad["reconstructions"].items():
-        if value <= thresholds["max_reconstruction_mse"] * (1.0 + MIN_RELATIVE_MARGIN):
-            failures.append(f"reconstructions: {name}")
-    if failures:
-        raise SystemExit(f"Bad generators that would pass the {profile} thresholds: {failures}")
-    entry = {
-        "measured": False,
-        "note": (
-            f"Not yet measured on a GPU: thresholds copied from the measured '{source_profile}' "
-            f"profile, which trains on less data for fewer epochs and draws fewer samples, so "
-            f"they are lenient for '{profile}'. Every known-bad generator below was measured "
-            f"with this profile's sample count and training set and fails them. To measure: "
-            f"run `scripts/calibrate_lab4.py train --profile {profile} --seed S` for 3 seeds on "
-            f"a GPU, then `summarize --profile {profile}`."
-        ),
-        "date": datetime.date.today().isoformat(),
-        "thresholds": thresholds,
-        "thresholds_from_profile": source_profile,
-        "bad_generators": bad,
-    }
-    write_entry(profile, entry)
+    print(json.dumps(entry["thresholds"], indent=2))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=["train", "summarize", "unmeasured"])
+    parser.add_argument("stage", choices=["train", "summarize"])
     parser.add_argument("--profile", default="fast", choices=["fast", "full"])
     parser.add_argument("--seed", type=int, default=0, help="train: the seed of this run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="summarize: seeds to combine")
     parser.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "calibrate_lab4"))
     parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--from-profile", default="fast", help="unmeasured: profile whose thresholds to reuse")
     arguments = parser.parse_args(argv)
     import course_lib  # noqa: F401  (torch backend before keras)
 
@@ -348,10 +303,8 @@ def main(argv=None):
         torch.set_num_threads(arguments.threads)
     if arguments.stage == "train":
         train_one_seed(arguments.profile, arguments.seed, arguments.work_dir)
-    elif arguments.stage == "summarize":
-        summarize(arguments.profile, arguments.work_dir, arguments.seeds)
     else:
-        unmeasured_from(arguments.profile, arguments.from_profile)
+        summarize(arguments.profile, arguments.work_dir, arguments.seeds)
     return 0
 
 

@@ -25,7 +25,6 @@ measured thresholds and marked `"measured": false`.
 """
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
@@ -41,6 +40,7 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 import course_lib  # noqa: E402  (torch backend before keras)
 
+from autograder import calibration  # noqa: E402
 from autograder.checks import test_lab5 as lab5_checks  # noqa: E402
 from autograder.probes.assemble import run_probes_in_process  # noqa: E402
 from calibration_common import (  # noqa: E402
@@ -48,13 +48,13 @@ from calibration_common import (  # noqa: E402
     geometric_midpoint,
     notebook_code_cells,
     summarize,
-    write_profile_calibration,
 )
 from course_lib import disentanglement  # noqa: E402
 
 LAB = "lab5"
 NOTEBOOK = REPO_ROOT / "source" / LAB / f"{LAB}.ipynb"
-CALIBRATION_FILE = lab5_checks.CALIBRATION_FILE
+CALIBRATION_FILE = calibration.calibration_path(LAB)
+DESCRIPTION = "Trend thresholds of lab5's hidden checks, with the measurements they come from."
 PROBE_SEED = 0
 THRESHOLD_RULE = (
     "Each ratio threshold is the geometric midpoint between the worst reference run and the "
@@ -181,28 +181,52 @@ def derive_thresholds(reference_runs, bad):
     return thresholds, margins
 
 
-def write_calibration(path, profile, thresholds, measured_entry):
-    """Writes `profile`'s thresholds and measurements, keeping the other profile's entry."""
-    header = {
-        "lab": LAB,
-        "description": "Trend thresholds of lab5's hidden checks, with the measurements they come from.",
-        "script": "scripts/calibrate_lab5.py",
+def quantities(details):
+    """lab5's calibrated quantities, derived from the stored runs in `details`."""
+    runs, bad = details["reference_runs"], details["known_bad"]
+    thresholds, _ = derive_thresholds(runs, bad)
+    good = [run["trends"] for run in runs.values()]
+    ignored = {name: entry["trends"] for name, entry in bad.items() if name.startswith("beta_ignored")}
+    what = f"the solution notebook, seeds {sorted(runs)}"
+    ignored_what = "every model equal to a beta=1 model (the loss ignores beta), same or other seeds"
+
+    def entry(name, description, direction, key, poor, poor_what):
+        return calibration.quantity(description, direction, [t[key] for t in good], what,
+                                    {n: t[key] for n, t in poor.items()}, poor_what, THRESHOLD_RULE,
+                                    thresholds[name])
+
+    return {
+        "min_reconstruction_error_ratio": entry(
+            "min_reconstruction_error_ratio", "reconstruction error of the largest beta over the smallest's",
+            "at_least", "reconstruction_error_ratio", ignored, ignored_what),
+        "max_kl_ratio": entry(
+            "max_kl_ratio", "total KL of the largest beta over the smallest's", "at_most", "kl_ratio",
+            ignored, ignored_what),
+        "max_reconstruction_error_smallest_beta": entry(
+            "max_reconstruction_error_smallest_beta", "reconstruction error (nats per image) of the smallest beta",
+            "at_most", "smallest_beta_reconstruction_error", {"untrained": bad["untrained"]["trends"]},
+            "the untrained model"),
+        "min_mig_rise": entry(
+            "min_mig_rise", "MIG of the largest beta minus that of the smallest", "at_least", "mig_difference",
+            ignored, ignored_what),
     }
-    note = (
-        f"Not yet measured: the same numbers as the measured {profile} profile. Rerun this "
-        "script with COURSE_PROFILE set to this profile to measure them."
-    )
-    write_profile_calibration(path, header, profile, thresholds, measured_entry, note)
+
+
+def write_calibration(path, profile, details, budget, seeds, measured_on, load_average=None, date=None):
+    """Writes `profile`'s entry (thresholds derived from `details`), keeping the other profile's."""
+    entry = calibration.profile_entry(quantities(details), budget, seeds, details, measured_on,
+                                      date=date, load_average=load_average)
+    calibration.write_profile(path, LAB, "scripts/calibrate_lab5.py", DESCRIPTION, profile, entry)
+    return entry["thresholds"]
 
 
 def rederive(path, profile):
     """Recomputes `profile`'s thresholds from the measurements stored in `path` (no training)."""
-    calibration = json.loads(path.read_text())
-    entry = calibration["measurements"][profile]
-    thresholds, margins = derive_thresholds(entry["reference_runs"], entry["known_bad"])
-    entry.update(margins=margins, rule=THRESHOLD_RULE)
-    write_calibration(path, profile, thresholds, entry)
-    return thresholds
+    stored = json.loads(path.read_text())["profiles"][profile]
+    details = stored["details"]
+    details["margins"] = derive_thresholds(details["reference_runs"], details["known_bad"])[1]
+    return write_calibration(path, profile, details, stored["budget"], stored["seeds"], stored["measured_on"],
+                             load_average=stored.get("load_average_1min"), date=stored["date"])
 
 
 def main(argv=None):
@@ -263,13 +287,7 @@ def main(argv=None):
             for metric in ("mig", "reconstruction_error", "total_kl", "active_dims")
         }
     mig_rises = [run["trends"]["mig_difference"] > 0 for run in reference_runs.values()]
-    measured_entry = {
-        "measured": True,
-        "measured_on": course_lib.describe_device(),
-        "load_average_1min": round(os.getloadavg()[0], 2),
-        "date": datetime.date.today().isoformat(),
-        "settings": settings,
-        "training_seeds": arguments.seeds,
+    details = {
         "probe_seed": PROBE_SEED,
         "reference_runs": reference_runs,
         "per_beta_summary": per_beta_summary,
@@ -280,9 +298,9 @@ def main(argv=None):
         "mig_rises_in_runs": f"{sum(mig_rises)} of {len(mig_rises)}",
         "known_bad": bad,
         "margins": margins,
-        "rule": THRESHOLD_RULE,
     }
-    write_calibration(arguments.out, profile, thresholds, measured_entry)
+    write_calibration(arguments.out, profile, details, settings, arguments.seeds, course_lib.describe_device(),
+                      load_average=round(os.getloadavg()[0], 2))
     print(f"thresholds ({profile}): {thresholds}")
     print(f"wrote {arguments.out}")
     return 0

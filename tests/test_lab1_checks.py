@@ -8,7 +8,6 @@ exactly (a fraction of their answers is made wrong), so the accuracy checks are 
 at known distances from the calibrated thresholds without any training.
 """
 
-import json
 import pathlib
 
 import course_lib  # noqa: F401  (selects the torch backend before keras)
@@ -18,15 +17,16 @@ import numpy as np
 import pytest
 from keras import layers
 
+from autograder import calibration
 from autograder.judge import check_points, run_checks
 from autograder.probes.assemble import run_probes_in_process
 from course_lib.cnn import build_cifar_cnn
 from course_lib.data import load_cifar10
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CALIBRATION = json.loads((ROOT / "autograder" / "calibration" / "lab1.json").read_text())
+
 SOURCE_NOTEBOOK = ROOT / "source" / "lab1" / "lab1.ipynb"
-FAST = CALIBRATION["thresholds"]["fast"]
+FAST = calibration.thresholds("lab1", "fast")
 TINY_FILTERS = (4, 8)
 TEST_IMAGES = 1000
 NEAREST_SCALE = 1000.0
@@ -111,7 +111,7 @@ def oracle(exact_test_set, accuracy, batch_norm):
 
 
 def namespace(exact_test_set, mistake=None, accuracy_bn=None, accuracy_plain=None):
-    accuracy_bn = FAST["bn_accuracy"] + 0.1 if accuracy_bn is None else accuracy_bn
+    accuracy_bn = FAST["min_bn_accuracy"] + 0.1 if accuracy_bn is None else accuracy_bn
     accuracy_plain = accuracy_bn - 0.05 if accuracy_plain is None else accuracy_plain
     return {
         "build_cnn_with_batch_norm": make_builder(mistake),
@@ -168,7 +168,7 @@ def test_wrong_builder_loses_its_check(exact_test_set, tmp_path, mistake, lost, 
 
 @pytest.mark.slow
 def test_low_accuracy_loses_the_accuracy_check(exact_test_set, tmp_path):
-    low = FAST["bn_accuracy"] - 0.03
+    low = FAST["min_bn_accuracy"] - 0.03
     results = grade(namespace(exact_test_set, accuracy_bn=low, accuracy_plain=low), tmp_path)
     assert failed(results) == {"test_batch_norm_accuracy"}
     assert f"{low:.1%}" in results["test_batch_norm_accuracy"].message
@@ -176,8 +176,8 @@ def test_low_accuracy_loses_the_accuracy_check(exact_test_set, tmp_path):
 
 @pytest.mark.slow
 def test_bn_worse_than_plain_loses_the_comparison(exact_test_set, tmp_path):
-    accuracy_bn = FAST["bn_accuracy"] + 0.02
-    accuracy_plain = accuracy_bn + FAST["bn_minus_plain_margin"] + 0.05
+    accuracy_bn = FAST["min_bn_accuracy"] + 0.02
+    accuracy_plain = accuracy_bn + -FAST["min_bn_minus_plain"] + 0.05
     results = grade(namespace(exact_test_set, accuracy_bn=accuracy_bn, accuracy_plain=accuracy_plain), tmp_path)
     assert failed(results) == {"test_batch_norm_helps"}
     assert "less accurate than model_plain" in results["test_batch_norm_helps"].message
@@ -186,7 +186,7 @@ def test_bn_worse_than_plain_loses_the_comparison(exact_test_set, tmp_path):
 @pytest.mark.slow
 def test_plain_model_with_batch_norm_loses_the_comparison(exact_test_set, tmp_path):
     wrong = namespace(exact_test_set)
-    wrong["model_plain"] = oracle(exact_test_set, FAST["bn_accuracy"], batch_norm=True)
+    wrong["model_plain"] = oracle(exact_test_set, FAST["min_bn_accuracy"], batch_norm=True)
     results = grade(wrong, tmp_path)
     assert failed(results) == {"test_batch_norm_helps"}
     assert "model_plain has BatchNormalization" in results["test_batch_norm_helps"].message

@@ -9,7 +9,6 @@ The accuracy check is tested with nearest-neighbour "oracles" on the MNIST test
 digits, whose accuracy is set exactly, instead of trained networks.
 """
 
-import json
 import pathlib
 
 import course_lib  # noqa: F401  (selects the torch backend before keras)
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 from keras import layers
 
+from autograder import calibration
 from autograder.judge import check_points, run_checks
 from autograder.probes.assemble import run_probes_in_process
 from course_lib.augment import build_mnist_augmentation
@@ -27,9 +27,9 @@ from course_lib.data import load_mnist
 from course_lib.resnet import build_mnist_resnet18
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CALIBRATION = json.loads((ROOT / "autograder" / "calibration" / "lab2.json").read_text())
+
 SOURCE_NOTEBOOK = ROOT / "source" / "lab2" / "lab2.ipynb"
-RANDOM_FAST = CALIBRATION["thresholds"]["fast"]["random"]
+RANDOM_FAST = calibration.thresholds("lab2", "fast")
 IMAGE_SIZE = 32
 TRAIN_IMAGES = 16
 FROZEN_RATE = 1e-3
@@ -218,7 +218,7 @@ def test_points_match_the_notebook():
 def test_correct_implementation_gets_full_marks(correct, test_digits, tmp_path):
     namespace = dict(correct)
     rate = namespace["FINETUNE_LEARNING_RATE"]
-    namespace["model"] = with_oracle(correct["model"], oracle(test_digits, RANDOM_FAST["accuracy"] + 0.05), rate)
+    namespace["model"] = with_oracle(correct["model"], oracle(test_digits, RANDOM_FAST["min_accuracy"] + 0.05), rate)
     results = grade(namespace, tmp_path, items=None)
     assert failed(results) == set(), {name: r.message for name, r in results.items()}
     assert sum(r.points for r in results.values()) == sum(check_points("lab2").values())
@@ -276,7 +276,7 @@ def test_missing_schedule_record_is_named(correct, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("offset, passes", [(0.05, True), (-0.05, False)])
 def test_accuracy_threshold(test_digits, tmp_path, offset, passes):
-    accuracy = RANDOM_FAST["accuracy"] + offset
+    accuracy = RANDOM_FAST["min_accuracy"] + offset
     namespace = {"model": oracle(test_digits, accuracy), "PRETRAINED_WEIGHTS": None}
     run_probes_in_process("lab2", namespace, tmp_path, seed=3, only=("accuracy",))
     (result,) = run_checks("lab2", tmp_path, profile="fast", only=["test_accuracy"])

@@ -392,15 +392,3 @@ def test_keras_decoder_output_is_accepted_by_the_traversal_probe():
     codes = images.reshape(2, -1)[:, : lab5_probes.TRAVERSAL_LATENT_DIM]
     np.testing.assert_allclose(codes, [[0, -1, 2, 3, 4], [0, 7, 2, 3, 4]])
     assert keras.ops.convert_to_numpy(decoder(z[None])).shape == (1,) + lab5_probes.TRAVERSAL_IMAGE_SHAPE
-
-
-def test_calibration_has_every_threshold_in_both_profiles():
-    # The checks read these keys in whichever profile grades; a missing one would crash them.
-    calibration_keys = {
-        "min_reconstruction_error_ratio", "max_kl_ratio", "max_reconstruction_error_smallest_beta", "min_mig_rise",
-    }
-    for profile in ("fast", "full"):
-        thresholds = lab5_checks.load_thresholds(profile)
-        assert calibration_keys <= set(thresholds), (profile, sorted(thresholds))
-        assert thresholds["measured"] is True, profile
-        assert 0.0 < thresholds["min_mig_rise"] < 1.0

@@ -1,13 +1,10 @@
 """Hidden checks of lab1 (batch normalization on CIFAR-10)."""
 
-import json
-import pathlib
 
 import numpy as np
 
 from autograder.checking import CheckFailure, check, require_finite, require_shape
 
-CALIBRATION_FILE = pathlib.Path(__file__).resolve().parents[1] / "calibration" / "lab1.json"
 NUM_CLASSES = 10
 TEST_IMAGES = 1000
 REFERENCE_NAMES = ("build_cifar_cnn", "course_lib.cnn.build_cifar_cnn")
@@ -17,12 +14,6 @@ MIN_MOVING_CHANGE = 1e-7
 LINEAR = (None, "linear")
 
 
-def _thresholds(profile):
-    calibration = json.loads(CALIBRATION_FILE.read_text())
-    thresholds = calibration["thresholds"]
-    if profile not in thresholds:
-        raise CheckFailure(f"No calibrated threshold for the run profile {profile!r}.")
-    return thresholds[profile]
 
 
 def _describe(record):
@@ -156,9 +147,10 @@ def test_batch_norm_accuracy(probe):
             "model_bn has no BatchNormalization layer: train the model built by "
             "build_cnn_with_batch_norm()."
         )
-    threshold = _thresholds(probe.profile)["bn_accuracy"]
+    thresholds = probe.thresholds()
+    threshold = thresholds["min_bn_accuracy"]
     accuracy = _accuracy(probe, "bn", _exact_test_labels())
-    if accuracy < threshold:
+    if not thresholds.holds("min_bn_accuracy", accuracy):
         raise CheckFailure(
             f"model_bn classifies {accuracy:.1%} of the {TEST_IMAGES} exact CIFAR-10 test images "
             f"correctly; at least {threshold:.1%} is expected in the '{probe.profile}' profile. "
@@ -179,11 +171,12 @@ def test_batch_norm_helps(probe):
         )
     if facts["bn_facts"]["batch_norm_layers"] == 0:
         raise CheckFailure("model_bn has no BatchNormalization layer.")
-    margin = _thresholds(probe.profile)["bn_minus_plain_margin"]
+    thresholds = probe.thresholds()
+    margin = -thresholds["min_bn_minus_plain"]
     labels = _exact_test_labels()
     accuracy_bn = _accuracy(probe, "bn", labels)
     accuracy_plain = _accuracy(probe, "plain", labels)
-    if accuracy_bn < accuracy_plain - margin:
+    if not thresholds.holds("min_bn_minus_plain", accuracy_bn - accuracy_plain):
         raise CheckFailure(
             f"model_bn ({accuracy_bn:.1%}) is less accurate than model_plain ({accuracy_plain:.1%}) "
             f"by more than {margin:.1%} on the exact test images; with the same training, batch "

@@ -6,15 +6,12 @@ reconstruction thresholds come from autograder/calibration/lab4.json (measured r
 """
 
 import functools
-import json
 import math
-import pathlib
 
 import numpy as np
 
 from autograder.checking import CheckFailure, check, require_finite, require_shape
 
-CALIBRATION_FILE = pathlib.Path(__file__).resolve().parent.parent / "calibration" / "lab4.json"
 IMAGE_SHAPE = (32, 32, 3)
 NUM_PIXEL_VALUES = int(np.prod(IMAGE_SHAPE))
 # Must equal course_lib.vae.MIN_PIXEL_VARIANCE, the floor the notebook asks for.
@@ -39,18 +36,6 @@ MAX_BAD_SHOWN = 3
 
 
 @functools.lru_cache(maxsize=None)
-def _calibration():
-    with open(CALIBRATION_FILE, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
-def _thresholds(profile):
-    profiles = _calibration()["profiles"]
-    if profile not in profiles:
-        raise CheckFailure(f"No lab4 thresholds for the run profile {profile!r}.")
-    return profiles[profile]["thresholds"]
-
-
 def reference_reconstruction_loss(images, reconstructions):
     """The notebook's formula: per-image Gaussian NLL with the batch's ML variance, in nats.
 
@@ -303,20 +288,20 @@ def test_prior_sample_quality(probe):
     _require_student_model(_with_decoder_origin(probe, facts))
     samples = probe.array("samples", "samples")
     samples = _require_images(samples, None, "vae.decoder's samples from the prior")
-    thresholds = _thresholds(probe.profile)
+    thresholds = probe.thresholds()
     report = sample_quality_report("cifar10", samples, _real_images(probe.profile), max_training_images=None)
     problems = []
-    if report["copy_fraction"] > thresholds["max_copy_fraction"]:
+    if not thresholds.holds("max_copy_fraction", report["copy_fraction"]):
         problems.append(
             f"{report['copy_fraction']:.0%} of the samples are copies of real images (training or test) "
             f"(at most {thresholds['max_copy_fraction']:.0%} allowed)"
         )
-    if report["frechet_distance"] > thresholds["max_frechet_distance"]:
+    if not thresholds.holds("max_frechet_distance", report["frechet_distance"]):
         problems.append(
             f"the Fréchet distance to real CIFAR-10 images is {report['frechet_distance']:.1f} "
             f"(at most {thresholds['max_frechet_distance']:.1f} needed)"
         )
-    if report["classifier_score"] < thresholds["min_classifier_score"]:
+    if not thresholds.holds("min_classifier_score", report["classifier_score"]):
         problems.append(
             f"the classifier score is {report['classifier_score']:.2f} "
             f"(at least {thresholds['min_classifier_score']:.2f} needed: samples too alike "
@@ -343,8 +328,9 @@ def test_reconstructions_of_test_images(probe):
         "the reconstructions of the exact CIFAR-10 test images",
     )
     mse = float(np.mean((reconstructions - originals) ** 2))
-    limit = _thresholds(probe.profile)["max_reconstruction_mse"]
-    if mse > limit:
+    thresholds = probe.thresholds()
+    limit = thresholds["max_reconstruction_mse"]
+    if not thresholds.holds("max_reconstruction_mse", mse):
         raise CheckFailure(
             f"Reconstructions of the {originals.shape[0]} exact CIFAR-10 test images (through "
             f"z_mean) have a mean squared error of {mse:.4f} per pixel value; at most "

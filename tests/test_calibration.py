@@ -1,0 +1,171 @@
+"""One calibration layer: the format, the loader, the writer, and every lab's stored derivation.
+
+The committed thresholds of every lab and measured profile must follow, by the rule of
+the lab's calibration script, from the runs stored beside them; an unmeasured profile
+falls back explicitly to a measured one, and the checks that use its thresholds say so.
+"""
+
+import copy
+import importlib
+import json
+import pathlib
+import re
+import sys
+
+import numpy as np
+import pytest
+
+from autograder import calibration
+from autograder.judge import run_checks
+from autograder.registry import LABS, get_lab
+from course_lib.profiles import PROFILES
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+LAB_NAMES = sorted(LABS)
+# How a check reads a threshold: probe.thresholds()["name"] or thresholds["name"].
+THRESHOLD_READ = re.compile(r"thresholds(?:\(\))?\[[\"'](\w+)[\"']\]")
+
+
+def _measured_profiles(lab):
+    return [name for name, entry in calibration.load(lab)["profiles"].items() if entry["measured"]]
+
+
+@pytest.mark.parametrize("lab", LAB_NAMES)
+def test_every_lab_has_one_valid_file_covering_every_profile(lab):
+    stored = calibration.load(lab)
+    assert stored["lab"] == lab and stored["format"] == calibration.FORMAT
+    assert set(stored["profiles"]) == set(PROFILES)
+    assert _measured_profiles(lab), f"{lab} has no measured profile"
+    for profile in PROFILES:
+        thresholds = calibration.thresholds(lab, profile)
+        assert thresholds.source_profile in _measured_profiles(lab)
+        if not thresholds.measured:
+            assert profile in thresholds.caveat() and thresholds.source_profile in thresholds.caveat()
+            assert thresholds.why and thresholds.why in thresholds.caveat()
+
+
+@pytest.mark.parametrize("lab", LAB_NAMES)
+def test_every_threshold_a_check_reads_is_calibrated(lab):
+    source = get_lab(lab).check_module.read_text()
+    read = set(THRESHOLD_READ.findall(source))
+    assert read, f"the checks of {lab} read no calibrated threshold"
+    for profile in PROFILES:
+        missing = read - set(calibration.thresholds(lab, profile))
+        assert not missing, (lab, profile, missing)
+
+
+@pytest.mark.parametrize("lab", LAB_NAMES)
+def test_stored_thresholds_follow_from_the_stored_runs(lab):
+    # The script's rule, applied to the runs in the file, gives the thresholds in the file.
+    script = importlib.import_module(f"calibrate_{lab}")
+    for profile in _measured_profiles(lab):
+        entry = calibration.load(lab)["profiles"][profile]
+        derived = script.quantities(copy.deepcopy(entry["details"]))
+        assert derived == entry["quantities"], (lab, profile)
+        for name, quantity in derived.items():
+            good, poor = quantity["known_good"], quantity["known_poor"]
+            assert len(good["values"]) >= 3 and poor["values"], (lab, profile, name)
+            if quantity["direction"] == "at_most":
+                assert good["worst"] <= quantity["threshold"] < poor["best"]
+            else:
+                assert poor["best"] < quantity["threshold"] <= good["worst"]
+
+
+def test_a_threshold_that_does_not_separate_is_refused():
+    with pytest.raises(calibration.CalibrationError, match=r"worst known-good value 5.0.*best known-poor value 4.0"):
+        calibration.quantity("score", "at_least", [5.0, 6.0, 7.0], "seeds", {"noise": 4.0}, "noise", "midpoint", 5.5)
+    with pytest.raises(calibration.CalibrationError, match="direction 'above'"):
+        calibration.quantity("score", "above", [5.0], "seeds", {"noise": 4.0}, "noise", "midpoint", 4.5)
+    with pytest.raises(calibration.CalibrationError, match="no known-poor"):
+        calibration.quantity("score", "at_most", [5.0], "seeds", {}, "noise", "midpoint", 6.0)
+
+
+def _tiny_entry(threshold):
+    quantity = calibration.quantity("distance", "at_most", [1.0, 1.2, 1.1], "seeds 0-2", {"noise": 3.0},
+                                    "noise", "midpoint", threshold)
+    return calibration.profile_entry({"max_distance": quantity}, {"epochs": 1}, [0, 1, 2], {"runs": []},
+                                     "device=CPU", date="2026-12-02")
+
+
+def test_the_writer_keeps_a_measured_profile_and_adds_an_explicit_fallback(tmp_path):
+    path = tmp_path / "labX.json"
+    calibration.write_profile(path, "labX", "scripts/calibrate_labX.py", "test", "fast", _tiny_entry(2.0))
+    written = json.loads(path.read_text())
+    assert written["profiles"]["full"] == {
+        "measured": False, "fallback": "fast",
+        "why": "not measured yet; run scripts/calibrate_labX.py --profile full to measure it",
+    }
+    assert "thresholds" not in written["profiles"]["full"]  # never copied numbers
+    calibration.write_profile(path, "labX", "scripts/calibrate_labX.py", "test", "full", _tiny_entry(2.5))
+    calibration.write_profile(path, "labX", "scripts/calibrate_labX.py", "test", "fast", _tiny_entry(1.5))
+    written = json.loads(path.read_text())
+    assert written["profiles"]["full"]["thresholds"] == {"max_distance": 2.5}
+    assert written["profiles"]["fast"]["thresholds"] == {"max_distance": 1.5}
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda c: c.update(format=1), "format 1, expected 2"),
+    (lambda c: c["profiles"]["fast"]["thresholds"].update(max_distance=9.0), "differs from its quantity"),
+    (lambda c: c["profiles"]["fast"]["quantities"]["max_distance"]["known_poor"].update(values={}), "no known_poor values"),
+    (lambda c: c["profiles"]["fast"].pop("seeds"), "has no 'seeds'"),
+    (lambda c: c["profiles"].update(full={"measured": False, "fallback": "full", "why": "x"}), "fallback 'full' is not a measured"),
+    (lambda c: c["profiles"]["full"].pop("why"), "does not say why"),
+])
+def test_malformed_files_are_refused_with_what_is_wrong(damage, words):
+    stored = {"format": 2, "lab": "labX", "script": "s", "description": "d",
+              "profiles": {"fast": _tiny_entry(2.0), "full": {"measured": False, "fallback": "fast", "why": "no GPU"}}}
+    calibration.validate(stored)
+    damage(stored)
+    with pytest.raises(calibration.CalibrationError, match=re.escape(words)):
+        calibration.validate(stored, source="labX.json")
+
+
+def test_an_unknown_profile_names_the_calibrated_ones():
+    with pytest.raises(calibration.CalibrationError, match=r"'huge'.*\['fast', 'full'\]"):
+        calibration.thresholds("lab3", "huge")
+
+
+def _lab1_probe_dir(folder, accuracy_bn):
+    """Probe results of lab1 whose model_bn reaches `accuracy_bn` on the exact test images."""
+    from course_lib.data import load_cifar10
+
+    _, labels = load_cifar10("test", limit=1000, exact_only=True)
+    correct = int(round(accuracy_bn * len(labels)))
+    predictions = np.where(np.arange(len(labels)) < correct, labels, (labels + 1) % 10)
+    facts = {"bn_facts": {"batch_norm_layers": 6}, "plain_facts": {"batch_norm_layers": 0},
+             "same_object": False, "bn_output_shape": [1000, 10], "plain_output_shape": [1000, 10]}
+    folder.mkdir()
+    (folder / "probe.json").write_text(json.dumps({"seed": 0, "items": {"accuracy": {"ok": True, "facts": facts}}}))
+    np.savez(folder / "probe.npz", **{"accuracy/bn_predictions": predictions, "accuracy/plain_predictions": predictions})
+    return folder
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_a_check_says_when_its_profile_was_not_measured(profile, tmp_path):
+    thresholds = calibration.thresholds("lab1", profile)
+    below = thresholds["min_bn_accuracy"] - 0.05
+    results = {r.name: r for r in run_checks("lab1", _lab1_probe_dir(tmp_path / "p", below), profile,
+                                              only=["test_batch_norm_accuracy"])}
+    verdict = results["test_batch_norm_accuracy"]
+    assert not verdict.passed and f"{below:.1%}" in verdict.message
+    if thresholds.measured:
+        assert "not measured" not in verdict.message
+    else:
+        assert verdict.message.endswith(thresholds.caveat()) and "'full' profile's thresholds are not measured yet" in verdict.message
+    assert verdict.calibration == thresholds.describe()["note"]
+    # The report carries the measured quantity beside the threshold it was held against.
+    measured = verdict.measured["min_bn_accuracy"]
+    assert measured["holds"] is False and measured["threshold"] == thresholds["min_bn_accuracy"]
+    assert measured["value"] == pytest.approx(below, abs=1e-3)
+
+
+def test_holds_follows_the_calibrated_direction():
+    thresholds = calibration.thresholds("lab3", "fast")
+    limit = thresholds["max_frechet_distance"]
+    assert thresholds.holds("max_frechet_distance", limit) and not thresholds.holds("max_frechet_distance", limit + 1)
+    score = thresholds["min_classifier_score"]
+    assert thresholds.holds("min_classifier_score", score) and not thresholds.holds("min_classifier_score", score - 0.1)
+    assert set(thresholds.compared) == {"max_frechet_distance", "min_classifier_score"}
+    with pytest.raises(calibration.CalibrationError, match=r"'max_fid'.*known: \['max_copy_fraction'"):
+        thresholds.holds("max_fid", 1.0)
