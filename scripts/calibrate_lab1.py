@@ -18,28 +18,20 @@ from it (`quantities()` states the rule; the format is autograder/calibration.py
 Generic helpers here are reused by calibrate_lab2.py.
 """
 
-import argparse
-import json
-import os
 import pathlib
 import statistics
 import sys
-import tempfile
 
-import nbformat
 
 COURSE_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(COURSE_ROOT))
 
-import course_lib  # noqa: E402  (selects the torch backend before keras)
-from autograder import calibration  # noqa: E402
-from autograder.checking import ProbeResults  # noqa: E402
-from autograder.grade import probe_notebook  # noqa: E402
+sys.path.insert(0, str(COURSE_ROOT / "scripts"))
 
-DEFAULT_PROFILE = "fast"
-PROBE_SEED = 0
-TIMEOUT_S = 6 * 3600
-MEMORY_LIMIT_MB = 12_000
+import course_lib  # noqa: E402,F401  (selects the torch backend before keras)
+from autograder import calibration  # noqa: E402
+from calibration_common import PROBE_SEED, seeds_main  # noqa: E402
+
 # Threshold rule: the mean of the measured values minus a margin of three standard
 # deviations, and at least MIN_MARGIN (a few seeds may underestimate the spread).
 MIN_MARGIN = 0.03
@@ -47,32 +39,6 @@ SPREAD_FACTOR = 3.0
 # The accuracy of an untrained or constant model on 10 balanced classes.
 CHANCE_ACCURACY = 0.1
 DESCRIPTION = "Accuracy thresholds of lab1's hidden checks, with the runs they come from."
-
-
-def seeded_notebook(lab, seed):
-    """The solution notebook with `SEED = seed` set right after its Setup cell.
-
-    The graded test cells are left out: they check, they do not train.
-    """
-    notebook = nbformat.read(COURSE_ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
-    notebook.cells = [cell for cell in notebook.cells if not cell.metadata.get("nbgrader", {}).get("grade")]
-    first_code = next(index for index, cell in enumerate(notebook.cells) if cell.cell_type == "code")
-    cell = nbformat.v4.new_code_cell(f"SEED = {int(seed)}\ncourse_lib.set_seed(SEED)")
-    notebook.cells.insert(first_code + 1, cell)
-    return notebook
-
-
-def run_seed(lab, seed, data_dir, profile=DEFAULT_PROFILE):
-    """Executes the seeded notebook and its probes; returns (ProbeResults, notebook seconds)."""
-    notebook = seeded_notebook(lab, seed)
-    probe_dir = pathlib.Path(tempfile.mkdtemp(prefix=f"calibrate-{lab}-{seed}-"))
-    result, probe_run = probe_notebook(notebook, lab, probe_dir, PROBE_SEED, profile=profile, timeout_s=TIMEOUT_S,
-                                       memory_limit_mb=MEMORY_LIMIT_MB, data_dir=data_dir)
-    if result.errors or not result.exported or not probe_run.ok:
-        raise RuntimeError(f"{lab} seed {seed}: the notebook failed: "
-                           f"{result.errors or result.stopped or probe_run.problem}")
-    probes = ProbeResults(probe_dir, profile=profile)
-    return probes, result.seconds
 
 
 def summarize(values, min_margin=MIN_MARGIN):
@@ -107,12 +73,6 @@ def tolerance_below_zero(differences, min_margin=MIN_MARGIN):
         "min": round(min(differences), 4),
         "margin": round(max(SPREAD_FACTOR * spread - mean, min_margin), 4),
     }
-
-
-def combine(paths):
-    """The runs of several per-seed output files, in seed order."""
-    runs = [run for path in paths for run in json.loads(pathlib.Path(path).read_text())["runs"]]
-    return sorted(runs, key=lambda run: run["seed"])
 
 
 def lab1_accuracies(probes):
@@ -150,48 +110,23 @@ def quantities(details):
     }
 
 
-def write_calibration(profile, runs, details_extra=None):
-    """Writes `profile`'s entry of autograder/calibration/lab1.json from the per-seed runs."""
-    details = dict(details_extra or {}, runs=runs)
-    entry = calibration.profile_entry(
-        quantities(details), course_lib.settings("lab1", profile), [run["seed"] for run in runs], details,
-        course_lib.describe_device(), load_average=round(os.getloadavg()[0], 2))
-    calibration.write_profile(calibration.calibration_path("lab1"), "lab1", "scripts/calibrate_lab1.py",
-                              DESCRIPTION, profile, entry)
+def lab1_run(probes):
+    """One seed's values: the accuracies of model_bn and model_plain."""
+    accuracies = lab1_accuracies(probes)
+    return {"bn_accuracy": accuracies["bn"], "plain_accuracy": accuracies["plain"]}
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--profile", choices=["fast", "full"], default=DEFAULT_PROFILE)
-    parser.add_argument("--out", type=pathlib.Path, required=True)
-    parser.add_argument("--combine", nargs="+", metavar="JSON",
-                        help="summarize the runs of earlier outputs instead of running seeds")
-    parser.add_argument("--write-calibration", action="store_true",
-                        help="also write the profile's entry of autograder/calibration/lab1.json")
-    arguments = parser.parse_args(argv)
-    data_dir = os.environ.get("COURSE_DATA_DIR")
-    runs = combine(arguments.combine) if arguments.combine else []
-    for seed in [] if arguments.combine else arguments.seeds:
-        probes, seconds = run_seed("lab1", seed, data_dir, arguments.profile)
-        accuracies = lab1_accuracies(probes)
-        runs.append({"seed": seed, "bn_accuracy": accuracies["bn"], "plain_accuracy": accuracies["plain"],
-                     "notebook_seconds": seconds})
-        print(json.dumps(runs[-1]), flush=True)
-    report = {
-        "profile": arguments.profile,
-        "settings": course_lib.settings("lab1", arguments.profile),
-        "runs": runs,
+def lab1_summary(runs):
+    """The per-seed summary written to --out."""
+    return {
         "bn_accuracy": summarize([run["bn_accuracy"] for run in runs]),
         "plain_accuracy": summarize([run["plain_accuracy"] for run in runs]),
         "bn_minus_plain": tolerance_below_zero([run["bn_accuracy"] - run["plain_accuracy"] for run in runs]),
     }
-    arguments.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {arguments.out}")
-    if arguments.write_calibration:
-        write_calibration(arguments.profile, runs)
-        print(f"wrote the {arguments.profile} entry of {calibration.calibration_path('lab1')}")
-    return 0
+
+
+def main(argv=None):
+    return seeds_main("lab1", argv, DESCRIPTION, lab1_run, quantities, lab1_summary)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,6 @@ written (`quantities()` states the rule): the known-poor side is the untrained m
 (backbone and head at their initial weights) of each seed, measured here too.
 """
 
-import argparse
-import json
-import os
 import pathlib
 import sys
 
@@ -24,8 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from calibrate_lab1 import DEFAULT_PROFILE, combine, course_lib, run_seed, summarize  # noqa: E402
+from calibrate_lab1 import course_lib, summarize  # noqa: E402
 from autograder import calibration  # noqa: E402
+from calibration_common import seeds_main  # noqa: E402
 
 DESCRIPTION = "Accuracy threshold of lab2's hidden checks, with the runs it comes from."
 TEST_EXAMPLES = 1000
@@ -60,17 +58,6 @@ def quantities(details):
     }
 
 
-def write_calibration(profile, runs):
-    """Writes `profile`'s entry of autograder/calibration/lab2.json (measures the known-poor side)."""
-    seeds = [run["seed"] for run in runs]
-    details = {"runs": runs, "untrained_models": untrained_accuracies(seeds)}
-    entry = calibration.profile_entry(
-        quantities(details), course_lib.settings("lab2", profile), seeds, details,
-        course_lib.describe_device(), load_average=round(os.getloadavg()[0], 2))
-    calibration.write_profile(calibration.calibration_path("lab2"), "lab2", "scripts/calibrate_lab2.py",
-                              DESCRIPTION, profile, entry)
-
-
 def lab2_facts(probes):
     """Accuracy of the final model on the probe's test digits, and the recorded schedule."""
     from course_lib.data import load_mnist
@@ -86,35 +73,17 @@ def lab2_facts(probes):
     }
 
 
+def untrained_details(seeds):
+    """The known-poor side, measured with the runs: the untrained model of each seed."""
+    return {"untrained_models": untrained_accuracies(seeds)}
+
+
+def lab2_summary(runs):
+    return {"accuracy": summarize([run["accuracy"] for run in runs])}
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--profile", choices=["fast", "full"], default=DEFAULT_PROFILE)
-    parser.add_argument("--out", type=pathlib.Path, required=True)
-    parser.add_argument("--combine", nargs="+", metavar="JSON",
-                        help="summarize the runs of earlier outputs instead of running seeds")
-    parser.add_argument("--write-calibration", action="store_true",
-                        help="also write the profile's entry of autograder/calibration/lab2.json")
-    arguments = parser.parse_args(argv)
-    data_dir = os.environ.get("COURSE_DATA_DIR")
-    runs = combine(arguments.combine) if arguments.combine else []
-    for seed in [] if arguments.combine else arguments.seeds:
-        probes, seconds = run_seed("lab2", seed, data_dir, arguments.profile)
-        facts = lab2_facts(probes)
-        runs.append({"seed": seed, **facts, "notebook_seconds": seconds})
-        print(json.dumps(runs[-1]), flush=True)
-    report = {
-        "profile": arguments.profile,
-        "settings": course_lib.settings("lab2", arguments.profile),
-        "runs": runs,
-        "accuracy": summarize([run["accuracy"] for run in runs]),
-    }
-    arguments.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {arguments.out}")
-    if arguments.write_calibration:
-        write_calibration(arguments.profile, runs)
-        print(f"wrote the {arguments.profile} entry of {calibration.calibration_path('lab2')}")
-    return 0
+    return seeds_main("lab2", argv, DESCRIPTION, lab2_facts, quantities, lab2_summary, untrained_details)
 
 
 if __name__ == "__main__":

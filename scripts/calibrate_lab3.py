@@ -20,7 +20,6 @@ unmeasured with this profile as its fallback.
 """
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
@@ -37,7 +36,6 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import course_lib  # noqa: E402  (torch backend before keras)
 
 from autograder import bad_generators, evaluators  # noqa: E402
-from autograder.checks import test_lab3 as lab3_checks  # noqa: E402
 from autograder.probes.assemble import run_probes_in_process  # noqa: E402
 from autograder import calibration  # noqa: E402
 from calibration_common import (  # noqa: E402

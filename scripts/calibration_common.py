@@ -1,6 +1,11 @@
 """Pieces shared by the calibration scripts that run a lab's solution code per seed."""
 
+import argparse
+import json
+import os
+import pathlib
 import re
+import tempfile
 
 import nbformat
 
@@ -27,3 +32,96 @@ def notebook_code_cells(notebook_path):
     if not any(SEED_LINE.search(source) for source in cells):
         raise RuntimeError(f"No line `SEED = <int>` in {notebook_path}; cannot set the training seed.")
     return cells
+
+
+COURSE_ROOT = pathlib.Path(__file__).resolve().parents[1]
+PROBE_SEED = 0
+TIMEOUT_S = 6 * 3600
+MEMORY_LIMIT_MB = 12_000
+
+
+def seeded_notebook(lab, seed):
+    """The solution notebook with `SEED = seed` set right after its Setup cell.
+
+    The graded test cells are left out: they check, they do not train.
+    """
+    notebook = nbformat.read(COURSE_ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
+    notebook.cells = [cell for cell in notebook.cells if not cell.metadata.get("nbgrader", {}).get("grade")]
+    first_code = next(index for index, cell in enumerate(notebook.cells) if cell.cell_type == "code")
+    cell = nbformat.v4.new_code_cell(f"SEED = {int(seed)}\ncourse_lib.set_seed(SEED)")
+    notebook.cells.insert(first_code + 1, cell)
+    return notebook
+
+
+def run_seed(lab, seed, data_dir, profile):
+    """Executes the seeded notebook in a grading kernel, then its probes (the grader's own path).
+
+    Returns:
+        (ProbeResults, notebook seconds).
+
+    Raises:
+        RuntimeError: if the notebook or the probes failed.
+    """
+    from autograder.checking import ProbeResults
+    from autograder.grade import probe_notebook
+
+    notebook = seeded_notebook(lab, seed)
+    probe_dir = pathlib.Path(tempfile.mkdtemp(prefix=f"calibrate-{lab}-{seed}-"))
+    result, probe_run = probe_notebook(notebook, lab, probe_dir, PROBE_SEED, profile=profile, timeout_s=TIMEOUT_S,
+                                       memory_limit_mb=MEMORY_LIMIT_MB, data_dir=data_dir)
+    if result.errors or not result.exported or not probe_run.ok:
+        raise RuntimeError(f"{lab} seed {seed}: the notebook failed: "
+                           f"{result.errors or result.stopped or probe_run.problem}")
+    return ProbeResults(probe_dir, profile=profile, lab=lab), result.seconds
+
+
+def combine(paths):
+    """The runs of several per-seed output files, in seed order."""
+    runs = [run for path in paths for run in json.loads(pathlib.Path(path).read_text())["runs"]]
+    return sorted(runs, key=lambda run: run["seed"])
+
+
+def seeds_main(lab, argv, description, measure, quantities, summary, poor_details=None):
+    """The command line of a script that calibrates `lab` from its seeded solution, graded per seed.
+
+    Args:
+        lab: "lab1", ...
+        argv: the arguments (None: sys.argv).
+        description: the calibration file's description.
+        measure: `ProbeResults -> {value name: value}` of one seed's run.
+        quantities: `details -> {threshold name: calibration.quantity(...)}` (the lab's rule).
+        summary: `runs -> dict` written to --out beside the runs.
+        poor_details: optional `seeds -> dict` of known-poor measurements added to the details.
+    """
+    import course_lib
+    from autograder import calibration
+
+    parser = argparse.ArgumentParser(description=f"Calibrates {lab}'s thresholds from seeded runs of its solution.")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--profile", choices=sorted(course_lib.profiles.PROFILES), default="fast")
+    parser.add_argument("--out", type=pathlib.Path, required=True, help="the per-seed runs (JSON)")
+    parser.add_argument("--combine", nargs="+", metavar="JSON",
+                        help="summarize the runs of earlier outputs instead of running seeds")
+    parser.add_argument("--write-calibration", action="store_true",
+                        help=f"also write the profile's entry of autograder/calibration/{lab}.json")
+    arguments = parser.parse_args(argv)
+    data_dir = os.environ.get("COURSE_DATA_DIR")
+    runs = combine(arguments.combine) if arguments.combine else []
+    for seed in [] if arguments.combine else arguments.seeds:
+        probes, seconds = run_seed(lab, seed, data_dir, arguments.profile)
+        runs.append({"seed": seed, **measure(probes), "notebook_seconds": seconds})
+        print(json.dumps(runs[-1]), flush=True)
+    report = {"profile": arguments.profile, "settings": course_lib.settings(lab, arguments.profile), "runs": runs,
+              **summary(runs)}
+    arguments.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {arguments.out}")
+    if arguments.write_calibration:
+        seeds = [run["seed"] for run in runs]
+        details = {"runs": runs, **(poor_details(seeds) if poor_details else {})}
+        entry = calibration.profile_entry(quantities(details), course_lib.settings(lab, arguments.profile), seeds,
+                                          details, course_lib.describe_device(),
+                                          load_average=round(os.getloadavg()[0], 2))
+        path = calibration.calibration_path(lab)
+        calibration.write_profile(path, lab, f"scripts/calibrate_{lab}.py", description, arguments.profile, entry)
+        print(f"wrote the {arguments.profile} entry of {path}")
+    return 0

@@ -169,3 +169,25 @@ def test_holds_follows_the_calibrated_direction():
     assert set(thresholds.compared) == {"max_frechet_distance", "min_classifier_score"}
     with pytest.raises(calibration.CalibrationError, match=r"'max_fid'.*known: \['max_copy_fraction'"):
         thresholds.holds("max_fid", 1.0)
+
+
+def test_the_seed_runner_writes_the_thresholds_its_runs_imply(tmp_path, monkeypatch):
+    # lab1's command line, fed the stored runs (--combine, no training), rewrites the same entry.
+    import calibrate_lab1
+
+    stored = calibration.load("lab1")["profiles"]["fast"]
+    runs_file = tmp_path / "runs.json"
+    runs_file.write_text(json.dumps({"runs": stored["details"]["runs"]}))
+    monkeypatch.setattr(calibration, "CALIBRATION_DIR", tmp_path / "calibration")
+    calibration.load.cache_clear()
+    try:
+        assert calibrate_lab1.main(["--out", str(tmp_path / "summary.json"), "--combine", str(runs_file),
+                                    "--write-calibration"]) == 0
+        written = calibration.load("lab1")["profiles"]
+    finally:
+        calibration.load.cache_clear()
+    assert written["fast"]["thresholds"] == stored["thresholds"]
+    assert written["fast"]["quantities"] == stored["quantities"]
+    assert written["full"]["measured"] is False and written["full"]["fallback"] == "fast"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [run["seed"] for run in summary["runs"]] == stored["seeds"]
