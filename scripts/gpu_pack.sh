@@ -5,7 +5,10 @@
 # (build/gpu-data/: MNIST whole, a uint8 subset of CIFAR-10 that fits the 64 MiB a call
 # may carry: the first CIFAR_TRAIN_IMAGES training images and the exact test images).
 #
-#   bash scripts/gpu_pack.sh            # then carry: .whl build/gpu-data/mnist.npz build/gpu-data/cifar10.npz
+#   bash scripts/gpu_pack.sh   # then carry: .whl build/gpu-data/shared/mnist.npz build/gpu-data/cifar10.npz
+#
+# MNIST is not copied: build/gpu-data/shared links to the data folder, and the device tool
+# carries a path through a link as the file it names.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -29,7 +32,8 @@ for package in "${PACKAGES[@]}"; do
 done
 
 mkdir -p build/gpu-data
-ln -sf "$COURSE_DATA_DIR/mnist.npz" build/gpu-data/mnist.npz
+ln -sfn "$COURSE_DATA_DIR" build/gpu-data/shared
+ln -sfn shared/mnist.npz build/gpu-data/mnist.npz
 python - "$COURSE_DATA_DIR/cifar10.npz" build/gpu-data/cifar10.npz "$CIFAR_TRAIN_IMAGES" <<'EOF'
 import sys
 import numpy as np
@@ -46,7 +50,7 @@ with np.load(source) as data:
 np.savez_compressed(target, **arrays)
 print(f"gpu_pack: {target}: {count} training images, {int(exact.sum())} exact test images")
 EOF
-du -shL .whl build/gpu-data/* | sed 's/^/gpu_pack: /'
-total=$(( $(du -sbL .whl build/gpu-data | awk '{s+=$1} END {print s}') + $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) ))
+du -shL .whl build/gpu-data/mnist.npz build/gpu-data/cifar10.npz | sed 's/^/gpu_pack: /'
+total=$(( $(du -cbL .whl build/gpu-data/mnist.npz build/gpu-data/cifar10.npz | tail -1 | cut -f1) + $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) ))
 echo "gpu_pack: $((total / 1048576)) MiB would travel (limit 64 MiB)"
 [ "$total" -lt $((64 * 1048576)) ] || { echo "gpu_pack: too large: lower CIFAR_TRAIN_IMAGES" >&2; exit 1; }

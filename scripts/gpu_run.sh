@@ -4,27 +4,31 @@
 # and runs the Keras/PyTorch benchmark; every figure lands in $OUT.
 #
 #   On a GPU machine without network (Python 3.12 + CUDA torch), after scripts/gpu_pack.sh here:
-#     bash scripts/gpu_run.sh                 # carry .whl build/gpu-data/mnist.npz build/gpu-data/cifar10.npz
+#     bash scripts/gpu_run.sh    # carry .whl build/gpu-data/shared/mnist.npz build/gpu-data/cifar10.npz
 #   Anywhere with this project's .venv (what CI runs):
 #     bash scripts/gpu_run.sh --tiny
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-build/gpu-run}"
 mkdir -p "$OUT"
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-  # A venv over the machine's own torch/numpy, with the wheels that travelled and this checkout.
+if [ -x .venv/bin/python ]; then
+  # This project's own environment (scripts/setup.sh), as here and in CI.
+  source scripts/env.sh
+  PY=python
+elif [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  # The GPU machine: a venv over its own torch/numpy, with the wheels that travelled and this checkout.
   python3 -m venv --system-site-packages .gpu-venv || exit 3
   .gpu-venv/bin/python -m pip install -q --no-index --no-deps --no-compile --disable-pip-version-check .whl/*.whl || exit 3
   site="$(.gpu-venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
   echo "$PWD" > "$site/course-checkout.pth"
   PY="$PWD/.gpu-venv/bin/python"
   export PATH="$PWD/.gpu-venv/bin:$PATH"
-  [ -d build/gpu-data ] && export COURSE_DATA_DIR="${COURSE_DATA_DIR:-$PWD/build/gpu-data}"
-elif [ -x .venv/bin/python ]; then
-  source scripts/env.sh
-  PY=python
+  if [ -d build/gpu-data ]; then
+    [ -e build/gpu-data/mnist.npz ] || ln -s shared/mnist.npz build/gpu-data/mnist.npz
+    export COURSE_DATA_DIR="${COURSE_DATA_DIR:-$PWD/build/gpu-data}"
+  fi
 else
-  echo "gpu_run: neither wheels in .whl/ (scripts/gpu_pack.sh) nor a .venv (scripts/setup.sh) to run with" >&2
+  echo "gpu_run: neither a .venv (scripts/setup.sh) nor wheels in .whl/ (scripts/gpu_pack.sh) to run with" >&2
   exit 2
 fi
 export KERAS_BACKEND=torch PYTHONUNBUFFERED=1
