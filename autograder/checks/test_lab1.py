@@ -121,7 +121,7 @@ def test_batch_norm_placement(probe):
             )
 
 
-@check(points=2, probes=("behaviour",))
+@check(points=2, probes=("behaviour", "structure"))
 def test_batch_norm_behaviour(probe):
     """Batch statistics and moving-average updates in training; moving statistics at inference."""
     facts = probe.facts("behaviour")
@@ -199,7 +199,7 @@ def _check_model_bn_is_the_builders(probe, facts):
         )
 
 
-@check(points=3, probes=("accuracy",))
+@check(points=3, probes=("accuracy", "structure"))
 def test_batch_norm_accuracy(probe):
     """The trained batch-normalized CNN beats a calibrated accuracy on exact test images."""
     facts = probe.facts("accuracy")
