@@ -1,7 +1,7 @@
 """The hidden checks of lab2 on a correct and on deliberately wrong implementations.
 
-No notebook runs here. Namespaces are built with the notebook's own `ScheduleRecorder`
-(taken from the source notebook) and two tiny training phases of one step each; the
+No notebook runs here. Namespaces are built with the notebook's `ScheduleRecorder`
+(course_lib.schedule) and two tiny training phases of one step each; the
 probes run in this process and the checks judge them. Each wrong implementation must
 lose exactly the points of the check it targets, with a message naming the problem.
 
@@ -25,6 +25,7 @@ from course_lib.augment import build_mnist_augmentation
 from course_lib.cnn import batch_norm_layers
 from course_lib.data import load_mnist
 from course_lib.resnet import build_mnist_resnet18
+from course_lib.schedule import ScheduleRecorder
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -39,20 +40,10 @@ ALL_CHECKS = set(check_points("lab2"))
 NON_ACCURACY_ITEMS = ("augmentation", "model", "batch_norm", "schedule")
 
 
-def _notebook_cell(predicate):
-    notebook = nbformat.read(SOURCE_NOTEBOOK, as_version=4)
-    return next(cell.source for cell in notebook.cells if predicate(cell))
-
-
 @pytest.fixture(scope="module")
 def recorder():
-    """The notebook's ScheduleRecorder class (its cell, run with the notebook's imports)."""
-    scope = {}
-    setup = _notebook_cell(lambda cell: cell.cell_type == "code")
-    exec(compile(setup, "setup", "exec"), scope)
-    source = _notebook_cell(lambda cell: "class ScheduleRecorder" in cell.source)
-    exec(compile(source, "recorder", "exec"), scope)
-    return scope["ScheduleRecorder"]
+    """The ScheduleRecorder class the notebook's fit_phase uses."""
+    return ScheduleRecorder
 
 
 def build_augmentation():
@@ -85,6 +76,38 @@ def build_augmentation_always_on():
     return AlwaysAugment(build_augmentation().layers)
 
 
+class NeverAugment(keras.Sequential):
+    """Wrong: the layers are called with training=False, so fit() never augments."""
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        return super().call(inputs, training=False, mask=mask, **kwargs)
+
+
+def build_augmentation_never_on():
+    return NeverAugment(build_augmentation().layers)
+
+
+def build_augmentation_reordered():
+    """Correct variant: another order, symmetric ranges as tuples, a fill value."""
+    return keras.Sequential(
+        [
+            layers.RandomZoom((-0.1, 0.1), fill_mode="constant", fill_value=0.0),
+            layers.RandomTranslation((-0.1, 0.1), (-0.1, 0.1), fill_mode="constant"),
+            layers.RandomRotation((-0.05, 0.05), fill_mode="constant"),
+        ]
+    )
+
+
+def build_augmentation_added():
+    """Correct variant: a Sequential filled with add(), other small factors."""
+    augmentation = keras.Sequential(name="augmentation")
+    augmentation.add(keras.Input(shape=(28, 28, 1)))
+    augmentation.add(layers.RandomRotation(0.08, fill_mode="constant"))
+    augmentation.add(layers.RandomTranslation(0.05, 0.05, fill_mode="constant"))
+    augmentation.add(layers.RandomZoom(0.15, fill_mode="constant"))
+    return augmentation
+
+
 def build_augmentation_from_reference():
     return build_mnist_augmentation()
 
@@ -114,18 +137,49 @@ def _finetune_state(model, freeze_batch_norm=True):
             layer.trainable = False
 
 
-def make_namespace(digits, recorder, mistake=None):
+def _refreeze_by_type(model):
+    """A correct variant: unfreeze, then refreeze BN by walking the backbone's layers."""
+    backbone = model.get_layer("backbone")
+    backbone.trainable = True
+    for layer in backbone.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.trainable = False
+
+
+def _bn_frozen_before_unfreezing(model):
+    """Wrong order: BN frozen first, then backbone.trainable = True makes it trainable again."""
+    backbone = model.get_layer("backbone")
+    for layer in batch_norm_layers(backbone):
+        layer.trainable = False
+    backbone.trainable = True
+
+
+def make_namespace(digits, recorder, mistake=None, finetune_divisor=10):
     """Trains one step per phase like the notebook, with at most one deliberate mistake."""
     keras.utils.set_random_seed(0)
     model = build_mnist_resnet18(IMAGE_SIZE, augmentation=build_augmentation(), verbose=False)
     schedule = {}
-    finetune_rate = FROZEN_RATE if mistake == "same_rate" else FROZEN_RATE / 10
+    finetune_rate = {"same_rate": FROZEN_RATE, "higher_finetune_rate": FROZEN_RATE * 10}.get(
+        mistake, FROZEN_RATE / finetune_divisor
+    )
     model.get_layer("backbone").trainable = mistake == "unfrozen_phase1"
-    _compile(model, FROZEN_RATE)
+    _compile(model, finetune_rate if mistake == "phase1_with_finetune_rate" else FROZEN_RATE)
     history_frozen = _fit(model, digits, schedule, "frozen", recorder)
-    _finetune_state(model, freeze_batch_norm=mistake != "trainable_batch_norm")
-    _compile(model, finetune_rate)
-    history_finetune = _fit(model, digits, schedule, "finetune", recorder)
+    if mistake == "backbone_not_unfrozen":
+        pass
+    elif mistake == "bn_frozen_before_unfreezing":
+        _bn_frozen_before_unfreezing(model)
+    elif mistake == "refreeze_by_type":
+        _refreeze_by_type(model)
+    else:
+        _finetune_state(model, freeze_batch_norm=mistake != "trainable_batch_norm")
+    if mistake != "no_recompile":
+        _compile(model, finetune_rate)
+    history_finetune = None
+    try:
+        history_finetune = _fit(model, digits, schedule, "finetune", recorder)
+    except ValueError:  # as the notebook's cell would fail; the grader runs the rest
+        assert mistake == "no_recompile"
     return {
         "build_augmentation": build_augmentation,
         "model": model,
@@ -149,7 +203,8 @@ def with_final_model(correct, augmentation=build_augmentation, mistake=None):
     For mistakes that do not concern the schedule: the recorded schedule is reused.
     """
     keras.utils.set_random_seed(0)
-    model = build_mnist_resnet18(IMAGE_SIZE, augmentation=augmentation(), verbose=False)
+    model_augmentation = None if mistake == "augmentation_not_applied" else augmentation()
+    model = build_mnist_resnet18(IMAGE_SIZE, augmentation=model_augmentation, verbose=False)
     _finetune_state(model)
     _compile(model, correct["FINETUNE_LEARNING_RATE"])
     if mistake == "logits":
@@ -224,37 +279,71 @@ def test_correct_implementation_gets_full_marks(correct, test_digits, tmp_path):
     assert sum(r.points for r in results.values()) == sum(check_points("lab2").values())
 
 
-WRONG_MODELS = [
-    ({"augmentation": build_augmentation_without_zoom}, "test_augmentation_layers", "no zoom"),
-    ({"augmentation": build_augmentation_from_reference}, "test_augmentation_layers", "build_mnist_augmentation"),
-    ({"augmentation": build_augmentation_always_on}, "test_augmentation_training_only", "inference mode"),
-    ({"mistake": "logits"}, "test_output", "not class probabilities"),
+AUG_LAYERS, AUG_ONLY = "test_augmentation_layers", "test_augmentation_training_only"
+FROZEN, FINETUNE, BN_MODE, OUTPUT = "test_frozen_phase", "test_finetune_phase", "test_batch_norm_inference_mode", "test_output"
+# The planted bugs, as students write them: (id, how the namespace is made, the checks that
+# lose all their points (no other check loses any), words of each failing message).
+# "model" cases change the final model only (the schedule of the correct run is reused);
+# "schedule" cases train both phases with the mistake. The accuracy check is left out
+# here (tiny training): it is tested with oracles below.
+PLANTED_BUGS = [
+    ("augmentation_without_zoom", "model", {"augmentation": build_augmentation_without_zoom},
+     {AUG_LAYERS: ["no zoom (keras.layers.RandomZoom)", "Found: RandomRotation, RandomTranslation"]}),
+    ("reference_augmentation", "model", {"augmentation": build_augmentation_from_reference},
+     {AUG_LAYERS: ["build_mnist_augmentation", "your own"]}),
+    ("augmentation_not_applied", "model", {"mistake": "augmentation_not_applied"},
+     {AUG_LAYERS: ["`model` has no rotation, translation, zoom", "augmentation=build_augmentation()"]}),
+    ("augmentation_at_test_time", "model", {"augmentation": build_augmentation_always_on},
+     {AUG_ONLY: ["changes images in inference mode", "only in training"]}),
+    ("augmentation_never_in_training", "model", {"augmentation": build_augmentation_never_on},
+     {AUG_ONLY: ["unchanged in training mode"]}),
+    ("logits_output", "model", {"mistake": "logits"}, {OUTPUT: ["not class probabilities"]}),
+    ("backbone_not_frozen_in_phase1", "schedule", {"mistake": "unfrozen_phase1"},
+     {FROZEN: ["trainable weights: freeze it", "backbone.trainable = False"]}),
+    ("phase1_with_the_finetune_rate", "schedule", {"mistake": "phase1_with_finetune_rate"},
+     {FROZEN: ["Phase 1 trained with learning rate 0.0001", "FROZEN_LEARNING_RATE = 0.001"]}),
+    ("same_rate_in_both_phases", "schedule", {"mistake": "same_rate"}, {FINETUNE: ["should be lower than", "(0.001)"]}),
+    ("higher_finetune_rate", "schedule", {"mistake": "higher_finetune_rate"}, {FINETUNE: ["FINETUNE_LEARNING_RATE (0.01)"]}),
+    ("backbone_never_unfrozen", "schedule", {"mistake": "backbone_not_unfrozen"},
+     {FINETUNE: ["convolutions did not train", "backbone.trainable = True"]}),
+    ("no_compile_after_unfreezing", "schedule", {"mistake": "no_recompile"},
+     {FINETUNE: ["did not finish training", "Compile the model again", "Unknown variable"]}),
+    ("bn_trainable_while_finetuning", "schedule", {"mistake": "trainable_batch_norm"},
+     {BN_MODE: ["BatchNormalization layers were trainable", "after unfreezing"]}),
+    ("bn_frozen_before_unfreezing", "schedule", {"mistake": "bn_frozen_before_unfreezing"},
+     {BN_MODE: ["40 trainable BN weights", "after unfreezing the backbone"]}),
 ]
-WRONG_SCHEDULES = [
-    ("unfrozen_phase1", "test_frozen_phase", "trainable weights: freeze it"),
-    ("same_rate", "test_finetune_phase", "should be lower than"),
-    ("trainable_batch_norm", "test_batch_norm_inference_mode", "BatchNormalization layers were trainable"),
+CORRECT_VARIANTS = [
+    ("as_the_solution", "model", {}),
+    ("augmentation_reordered_with_tuples", "model", {"augmentation": build_augmentation_reordered}),
+    ("augmentation_built_with_add", "model", {"augmentation": build_augmentation_added}),
+    ("bn_refrozen_by_type", "schedule", {"mistake": "refreeze_by_type"}),
+    ("finetune_rate_twenty_times_lower", "schedule", {"finetune_divisor": 20}),
 ]
 
 
-def _assert_loses_only(results, lost, phrase):
-    assert failed(results) == {lost}, {name: r.message for name, r in results.items()}
-    assert results[lost].points == 0
-    assert phrase in results[lost].message
+def _namespace(kind, arguments, correct, train_digits, recorder):
+    if kind == "model":
+        return with_final_model(correct, **arguments)
+    return make_namespace(train_digits, recorder, **arguments)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "options, lost, phrase", WRONG_MODELS, ids=[f"{case[1]}-{case[2].split()[-1]}" for case in WRONG_MODELS]
-)
-def test_wrong_model_loses_its_check(correct, tmp_path, options, lost, phrase):
-    _assert_loses_only(grade(with_final_model(correct, **options), tmp_path), lost, phrase)
+@pytest.mark.parametrize("kind, arguments, expected", [case[1:] for case in PLANTED_BUGS], ids=[case[0] for case in PLANTED_BUGS])
+def test_planted_bug_loses_exactly_its_checks(correct, train_digits, recorder, tmp_path, kind, arguments, expected):
+    results = grade(_namespace(kind, arguments, correct, train_digits, recorder), tmp_path)
+    assert failed(results) == set(expected), {name: results[name].message for name in failed(results)}
+    for name, words in expected.items():
+        assert results[name].points == 0
+        for word in words:
+            assert word in results[name].message, (word, results[name].message)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mistake, lost, phrase", WRONG_SCHEDULES, ids=[case[0] for case in WRONG_SCHEDULES])
-def test_wrong_schedule_loses_its_check(train_digits, recorder, tmp_path, mistake, lost, phrase):
-    _assert_loses_only(grade(make_namespace(train_digits, recorder, mistake=mistake), tmp_path), lost, phrase)
+@pytest.mark.parametrize("kind, arguments", [case[1:] for case in CORRECT_VARIANTS], ids=[case[0] for case in CORRECT_VARIANTS])
+def test_correct_variant_keeps_full_marks(correct, train_digits, recorder, tmp_path, kind, arguments):
+    results = grade(_namespace(kind, arguments, correct, train_digits, recorder), tmp_path)
+    assert failed(results) == set(), {name: results[name].message for name in failed(results)}
 
 
 @pytest.mark.slow

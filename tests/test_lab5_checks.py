@@ -19,7 +19,6 @@ from keras import ops
 from autograder.judge import check_points, run_checks
 from autograder.probes.assemble import run_probes_in_process
 from autograder.probes import lab5 as lab5_probes
-from autograder.checks import test_lab5 as lab5_checks
 from course_lib import shapes
 
 import check_grading  # tests/check_grading.py
@@ -233,6 +232,137 @@ def traversal_returns_codes(decoder, z, dimension, values):
     return codes
 
 
+def loss_kl_without_minus_one(images, reconstructions, z_mean, z_log_var, beta):
+    reconstruction_loss = ops.mean(reconstruction_term(images, reconstructions))
+    kl_loss = ops.mean(0.5 * ops.sum(ops.exp(z_log_var) + ops.square(z_mean) - z_log_var, axis=1))
+    return reconstruction_loss + beta * kl_loss, reconstruction_loss, kl_loss
+
+
+def loss_kl_always_zero(images, reconstructions, z_mean, z_log_var, beta):
+    reconstruction_loss = ops.mean(reconstruction_term(images, reconstructions))
+    kl_loss = 0.0 * ops.mean(z_mean)
+    return reconstruction_loss + beta * kl_loss, reconstruction_loss, kl_loss
+
+
+def loss_kl_without_half(images, reconstructions, z_mean, z_log_var, beta):
+    reconstruction_loss = ops.mean(reconstruction_term(images, reconstructions))
+    kl_loss = 2.0 * ops.mean(kl_term(z_mean, z_log_var))
+    return reconstruction_loss + beta * kl_loss, reconstruction_loss, kl_loss
+
+
+def loss_kl_stop_gradient(images, reconstructions, z_mean, z_log_var, beta):
+    reconstruction_loss = ops.mean(reconstruction_term(images, reconstructions))
+    kl_loss = ops.stop_gradient(ops.mean(kl_term(z_mean, z_log_var)))
+    return reconstruction_loss + beta * kl_loss, reconstruction_loss, kl_loss
+
+
+def loss_through_numpy(images, reconstructions, z_mean, z_log_var, beta):
+    values = [ops.convert_to_numpy(value) for value in (images, reconstructions, z_mean, z_log_var)]
+    reconstruction_loss = ops.convert_to_tensor(float(ops.convert_to_numpy(ops.mean(reconstruction_term(*values[:2])))))
+    kl_loss = ops.convert_to_tensor(float(ops.convert_to_numpy(ops.mean(kl_term(*values[2:])))))
+    return reconstruction_loss + beta * kl_loss, reconstruction_loss, kl_loss
+
+
+def loss_beta_squared(images, reconstructions, z_mean, z_log_var, beta):
+    _, reconstruction_loss, kl_loss = beta_vae_loss(images, reconstructions, z_mean, z_log_var, beta)
+    return reconstruction_loss + beta**2 * kl_loss, reconstruction_loss, kl_loss
+
+
+def loss_reconstruction_summed_over_batch(images, reconstructions, z_mean, z_log_var, beta):
+    reconstruction_loss = ops.sum(reconstruction_term(images, reconstructions))
+    kl_loss = ops.mean(kl_term(z_mean, z_log_var))
+    return reconstruction_loss + beta * kl_loss, reconstruction_loss, kl_loss
+
+
+def traversal_always_dimension_zero(decoder, z, dimension, values):
+    return latent_traversal(decoder, z, 0, values)
+
+
+# ------------------------------------------------------------- correct variants
+
+
+def loss_keras_crossentropy(images, reconstructions, z_mean, z_log_var, beta):
+    """Keras' binary cross-entropy per pixel, the KL as -0.5 * (1 + log var - mu^2 - var)."""
+    pixel_losses = keras.losses.binary_crossentropy(images[..., None], reconstructions[..., None])
+    reconstruction_loss = ops.mean(ops.sum(pixel_losses, axis=(1, 2, 3)))
+    kl_loss = ops.mean(-0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1))
+    return reconstruction_loss + beta * kl_loss, reconstruction_loss, kl_loss
+
+
+def loss_torch_ops(images, reconstructions, z_mean, z_log_var, beta):
+    """Written with torch directly (the course's backend), sums in another order."""
+    import torch
+
+    probabilities = torch.clamp(reconstructions, EPSILON, 1.0 - EPSILON)
+    pixel_losses = -(images * torch.log(probabilities) + (1.0 - images) * torch.log1p(-probabilities))
+    reconstruction_loss = pixel_losses.sum() / images.shape[0]
+    kl_loss = 0.5 * (torch.exp(z_log_var) + z_mean**2 - 1.0 - z_log_var).sum(dim=1).mean()
+    return reconstruction_loss + beta * kl_loss, reconstruction_loss, kl_loss
+
+
+def loss_variance_form(images, reconstructions, z_mean, z_log_var, beta):
+    """The KL from the variance and the standard deviation (sqrt(exp)), per-image sums."""
+    variance = ops.square(ops.sqrt(ops.exp(z_log_var)))
+    kl_loss = ops.mean(ops.sum(0.5 * (variance + ops.square(z_mean) - 1.0) - 0.5 * z_log_var, axis=1))
+    reconstruction_loss = ops.mean(reconstruction_term(images, reconstructions))
+    return reconstruction_loss + beta * kl_loss, reconstruction_loss, kl_loss
+
+
+def traversal_one_code_at_a_time(decoder, z, dimension, values):
+    """A loop that decodes one code per value, stacked."""
+    images = []
+    for value in values:
+        code = np.array(z, dtype="float32", copy=True)
+        code[dimension] = value
+        images.append(ops.convert_to_numpy(decoder(code[np.newaxis]))[0])
+    return np.stack(images)
+
+
+def traversal_tiled(decoder, z, dimension, values):
+    """np.tile of the code, a one-hot mask, decoder.predict_on_batch."""
+    codes = np.tile(np.asarray(z, dtype="float32"), (len(values), 1))
+    mask = np.eye(len(z), dtype="float32")[dimension]
+    codes = codes * (1.0 - mask) + np.asarray(values, dtype="float32")[:, np.newaxis] * mask
+    return np.asarray(decoder.predict_on_batch(codes))
+
+
+LOSS, TERMS, TRAVERSAL = "test_beta_weights_the_kl", "test_loss_terms", "test_latent_traversal"
+# The planted bugs of the graded definitions, as students write them: (name, function, the
+# one check that loses all its points, words of its message). The trained-model bugs (a
+# loss without beta, a model that did not train, ...) are in test_trend_mistakes and the
+# tests after it, with stand-in models.
+PLANTED_BUGS = [
+    ("beta_ignored", "beta_vae_loss", loss_beta_ignored, LOSS, ("beta is ignored",)),
+    ("beta_on_reconstruction", "beta_vae_loss", loss_beta_on_reconstruction, LOSS, ("multiplies the reconstruction term",)),
+    ("weighted_kl_reported", "beta_vae_loss", loss_reports_weighted_kl, LOSS, ("unweighted",)),
+    ("beta_squared", "beta_vae_loss", loss_beta_squared, LOSS, ("not reconstruction_loss + beta * kl_loss", "16.0")),
+    ("reconstruction_mean_over_pixels", "beta_vae_loss", loss_mean_over_pixels, TERMS, ("averaged over the 256 pixels",)),
+    ("reconstruction_summed_over_batch", "beta_vae_loss", loss_reconstruction_summed_over_batch, TERMS,
+     ("summed over the batch; average it",)),
+    ("kl_sign_flipped", "beta_vae_loss", loss_kl_sign_flipped, TERMS, ("sign is flipped",)),
+    ("kl_mean_over_dimensions", "beta_vae_loss", loss_kl_mean_over_dims, TERMS, ("averages over the latent dimensions",)),
+    ("kl_without_minus_one", "beta_vae_loss", loss_kl_without_minus_one, TERMS, ("the -1 term is missing",)),
+    ("kl_always_zero", "beta_vae_loss", loss_kl_always_zero, TERMS, ("kl_loss is 0", "always 0")),
+    ("kl_without_half", "beta_vae_loss", loss_kl_without_half, TERMS, ("factor 0.5 is missing",)),
+    ("kl_stop_gradient", "beta_vae_loss", loss_kl_stop_gradient, TERMS, ("no gradient to z_mean, z_log_var", "KL term")),
+    ("loss_through_numpy", "beta_vae_loss", loss_through_numpy, TERMS, ("no gradient flows back", "no numpy conversion")),
+    ("terms_per_example", "beta_vae_loss", loss_per_example, TERMS, ("three scalars", "[16]")),
+    ("traversal_adds_values", "latent_traversal", traversal_adds_values, TRAVERSAL, ("added to z's value",)),
+    ("traversal_moves_every_dimension", "latent_traversal", traversal_moves_every_dimension, TRAVERSAL, ("other than",)),
+    ("traversal_ignores_dimension", "latent_traversal", traversal_always_dimension_zero, TRAVERSAL, ("other than 2",)),
+    ("traversal_modifies_z", "latent_traversal", traversal_modifies_z, TRAVERSAL, ("modified the z",)),
+    ("traversal_returns_codes", "latent_traversal", traversal_returns_codes, TRAVERSAL, ("wrong shape",)),
+]
+CORRECT_VARIANTS = [
+    ("keras_crossentropy_and_keras_io_kl", "beta_vae_loss", loss_keras_crossentropy),
+    ("torch_ops_other_sum_order", "beta_vae_loss", loss_torch_ops),
+    ("kl_from_variance_and_sqrt", "beta_vae_loss", loss_variance_form),
+    ("traversal_one_code_at_a_time", "latent_traversal", traversal_one_code_at_a_time),
+    ("traversal_tiled_with_mask", "latent_traversal", traversal_tiled),
+]
+PROBE_OF = {"beta_vae_loss": "loss", "latent_traversal": "traversal"}
+
+
 # ------------------------------------------------------------- running probes and checks
 
 
@@ -278,36 +408,21 @@ def test_correct_submission_gets_full_marks(baseline_dir):
 
 
 @pytest.mark.parametrize(
-    ("wrong_loss", "check_name", "words"),
-    [
-        (loss_beta_ignored, "test_beta_weights_the_kl", ("beta is ignored",)),
-        (loss_beta_on_reconstruction, "test_beta_weights_the_kl", ("multiplies the reconstruction term",)),
-        (loss_reports_weighted_kl, "test_beta_weights_the_kl", ("unweighted",)),
-        (loss_mean_over_pixels, "test_loss_terms", ("averaged over the 256 pixels",)),
-        (loss_kl_sign_flipped, "test_loss_terms", ("sign is flipped",)),
-        (loss_kl_mean_over_dims, "test_loss_terms", ("averages over the latent dimensions",)),
-        (loss_per_example, "test_loss_terms", ("three scalars",)),
-    ],
+    ("name", "function", "check_name", "words"), [case[1:] for case in PLANTED_BUGS], ids=[case[0] for case in PLANTED_BUGS]
 )
-def test_loss_mistakes(wrong_loss, check_name, words, tmp_path, baseline_dir):
-    namespace = dict(correct_namespace(), beta_vae_loss=wrong_loss)
-    results = grade(namespace, tmp_path, baseline_dir, probes=["loss", "origin"])
+def test_planted_bug_loses_exactly_its_check(name, function, check_name, words, tmp_path, baseline_dir):
+    namespace = dict(correct_namespace(), **{name: function})
+    results = grade(namespace, tmp_path, baseline_dir, probes=[PROBE_OF[name], "origin"])
     assert_loses_exactly(results, check_name, *words)
 
 
 @pytest.mark.parametrize(
-    ("wrong_traversal", "words"),
-    [
-        (traversal_adds_values, ("added to z's value",)),
-        (traversal_moves_every_dimension, ("other than",)),
-        (traversal_modifies_z, ("modified the z",)),
-        (traversal_returns_codes, ("wrong shape",)),
-    ],
+    ("name", "function"), [case[1:] for case in CORRECT_VARIANTS], ids=[case[0] for case in CORRECT_VARIANTS]
 )
-def test_traversal_mistakes(wrong_traversal, words, tmp_path, baseline_dir):
-    namespace = dict(correct_namespace(), latent_traversal=wrong_traversal)
-    results = grade(namespace, tmp_path, baseline_dir, probes=["traversal", "origin"])
-    assert_loses_exactly(results, "test_latent_traversal", *words)
+def test_correct_variant_keeps_full_marks(name, function, tmp_path, baseline_dir):
+    namespace = dict(correct_namespace(), **{name: function})
+    results = grade(namespace, tmp_path, baseline_dir, probes=[PROBE_OF[name], "origin"])
+    assert failed(results) == set(), {result: results[result].message for result in failed(results)}
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,5 @@
 """Hidden checks of lab1 (batch normalization on CIFAR-10)."""
 
-
 import numpy as np
 
 from autograder.checking import CheckFailure, check, require_finite, require_shape
@@ -12,8 +11,49 @@ SUM_TOLERANCE = 1e-3
 INFERENCE_TOLERANCE = 1e-5
 MIN_MOVING_CHANGE = 1e-7
 LINEAR = (None, "linear")
+BATCH_NORM_CLASS = "BatchNormalization"
+DEFAULT_NOTEBOOK_MOMENTUM = 0.9  # the notebook's BATCH_NORM_MOMENTUM, if it was not exported
+MOMENTUM_TOLERANCE = 1e-6
 
 
+
+
+def _no_batch_norm_message(references):
+    """Why a fresh model has no BN layer: none created, or created but left out of the graph."""
+    if BATCH_NORM_CLASS in references:
+        return (
+            "build_cnn_with_batch_norm() creates BatchNormalization layers, but the model it "
+            "returns contains none: their outputs are never used. Feed each one's output on, "
+            "e.g. x = layers.BatchNormalization(momentum=momentum)(x), before the activation."
+        )
+    return (
+        "build_cnn_with_batch_norm() has no BatchNormalization layer: add one after each "
+        "Conv2D, before its activation."
+    )
+
+
+def _optional_facts(probe, item):
+    """The facts of `item` if that probe item ran and succeeded, else None."""
+    status = probe.items.get(item) if probe.available else None
+    return status.get("facts", {}) if isinstance(status, dict) and status.get("ok") else None
+
+
+def _momentum_hint(facts):
+    """Names model_bn's BN momentum when it is not the notebook's BATCH_NORM_MOMENTUM, else ""."""
+    wanted = facts.get("notebook_momentum")
+    wanted = DEFAULT_NOTEBOOK_MOMENTUM if wanted is None else wanted
+    received = sorted({round(value, 6) for value in facts["bn_facts"].get("momentum", [])})
+    wrong = [value for value in received if abs(value - wanted) > MOMENTUM_TOLERANCE]
+    if not wrong:
+        return ""
+    steps = facts["bn_facts"].get("training_steps", 0)
+    budget = f"this run's {steps} training steps" if steps > 0 else "this profile's short training"
+    return (
+        f" Its BatchNormalization layers have momentum {', '.join(f'{value:g}' for value in received)}, "
+        f"not BATCH_NORM_MOMENTUM = {wanted:g}: with momentum {wrong[0]:g} the moving mean and "
+        f"variance that inference uses do not converge in {budget}. "
+        "Pass momentum=BATCH_NORM_MOMENTUM to every BatchNormalization layer."
+    )
 
 
 def _describe(record):
@@ -43,10 +83,7 @@ def test_batch_norm_placement(probe):
     if not convs:
         raise CheckFailure("build_cnn_with_batch_norm() builds no Conv2D layer: it should be a CNN.")
     if not norms:
-        raise CheckFailure(
-            "build_cnn_with_batch_norm() has no BatchNormalization layer: add one after each "
-            "Conv2D, before its activation."
-        )
+        raise CheckFailure(_no_batch_norm_message(facts["references"]))
     for norm in norms:
         parents = [by_name[name] for name in norm["parents"] if name in by_name]
         after_activation = [parent for parent in parents if _applies_activation(parent)]
@@ -74,14 +111,16 @@ def test_batch_norm_placement(probe):
             )
 
 
-@check(points=2, probes=("behaviour",))
+@check(points=2, probes=("behaviour", "structure"))
 def test_batch_norm_behaviour(probe):
     """Batch statistics and moving-average updates in training; moving statistics at inference."""
     facts = probe.facts("behaviour")
     if facts["batch_norm_layers"] == 0:
+        structure = _optional_facts(probe, "structure")
+        references = structure["references"] if structure else []
         raise CheckFailure(
-            "build_cnn_with_batch_norm() has no BatchNormalization layer "
-            "(keras.layers.BatchNormalization) whose behaviour could be tested."
+            _no_batch_norm_message(references)
+            + " Without one, the training/inference behaviour of batch normalization cannot be tested."
         )
     if facts["inference_batch_gap"] > INFERENCE_TOLERANCE or facts["inference_repeat_gap"] > INFERENCE_TOLERANCE:
         raise CheckFailure(
@@ -138,23 +177,32 @@ def _accuracy(probe, key, labels):
     return float(np.mean(predictions == labels))
 
 
-@check(points=3, probes=("accuracy",))
+def _check_model_bn_is_the_builders(probe, facts):
+    """model_bn must be the model build_cnn_with_batch_norm() builds (when that one has BN)."""
+    structure = _optional_facts(probe, "structure")
+    built = sum(record["kind"] == "batch_norm" for record in structure["layers"]) if structure else 0
+    if facts["bn_facts"]["batch_norm_layers"] == 0 and built > 0:
+        raise CheckFailure(
+            f"model_bn has no BatchNormalization layer, while build_cnn_with_batch_norm() builds "
+            f"{built}: model_bn should be the trained model of build_cnn_with_batch_norm(), "
+            "not the baseline."
+        )
+
+
+@check(points=3, probes=("accuracy", "structure"))
 def test_batch_norm_accuracy(probe):
     """The trained batch-normalized CNN beats a calibrated accuracy on exact test images."""
     facts = probe.facts("accuracy")
-    if facts["bn_facts"]["batch_norm_layers"] == 0:
-        raise CheckFailure(
-            "model_bn has no BatchNormalization layer: train the model built by "
-            "build_cnn_with_batch_norm()."
-        )
+    _check_model_bn_is_the_builders(probe, facts)
     thresholds = probe.thresholds()
     threshold = thresholds["min_bn_accuracy"]
     accuracy = _accuracy(probe, "bn", _exact_test_labels())
     if not thresholds.holds("min_bn_accuracy", accuracy):
+        cause = _momentum_hint(facts) or " Was it trained with the notebook's settings (train(model_bn))?"
         raise CheckFailure(
             f"model_bn classifies {accuracy:.1%} of the {TEST_IMAGES} exact CIFAR-10 test images "
-            f"correctly; at least {threshold:.1%} is expected in the '{probe.profile}' profile. "
-            "Was it trained with the notebook's settings?"
+            f"correctly; at least {threshold:.1%} is expected in the '{probe.profile}' profile."
+            + cause
         )
 
 
@@ -166,19 +214,18 @@ def test_batch_norm_helps(probe):
         raise CheckFailure("model_bn and model_plain are the same model: train two models.")
     if facts["plain_facts"]["batch_norm_layers"] > 0:
         raise CheckFailure(
-            "model_plain has BatchNormalization layers: it should be the CNN without them "
-            "(build_cifar_cnn(batch_norm=False))."
+            f"model_plain has {facts['plain_facts']['batch_norm_layers']} BatchNormalization "
+            "layers: it should be the CNN without them (build_cifar_cnn(batch_norm=False))."
         )
-    if facts["bn_facts"]["batch_norm_layers"] == 0:
-        raise CheckFailure("model_bn has no BatchNormalization layer.")
     thresholds = probe.thresholds()
     margin = -thresholds["min_bn_minus_plain"]
     labels = _exact_test_labels()
     accuracy_bn = _accuracy(probe, "bn", labels)
     accuracy_plain = _accuracy(probe, "plain", labels)
     if not thresholds.holds("min_bn_minus_plain", accuracy_bn - accuracy_plain):
+        cause = _momentum_hint(facts) or " Check the BN model's training (train(model_bn))."
         raise CheckFailure(
             f"model_bn ({accuracy_bn:.1%}) is less accurate than model_plain ({accuracy_plain:.1%}) "
             f"by more than {margin:.1%} on the exact test images; with the same training, batch "
-            "normalization should not hurt. Check the BN model's training."
+            "normalization should not hurt." + cause
         )

@@ -28,7 +28,8 @@ RECORD_KEYS = (
     "backbone_kernel_change",
     "batch_norm_change",
 )
-RECORDER_HINT = "pass ScheduleRecorder(schedule, \"{phase}\") to that phase's fit()"
+RECORDER_HINT = "train that phase with the given fit_phase(\"{phase}\", ...), which records it"
+START_KEYS = ("learning_rate", "trainable_backbone_weights", "trainable_batch_norm_weights", "trainable_head_weights")
 
 
 def _missing_augmentations(classes):
@@ -91,7 +92,8 @@ def test_augmentation_training_only(probe):
         )
 
 
-def _phase(probe, name):
+def _phase(probe, name, finished=True):
+    """The record of phase `name`; with finished=False, also one whose training failed."""
     phases = probe.facts("schedule")["phases"]
     if name not in phases or not isinstance(phases[name], dict):
         raise CheckFailure(
@@ -100,15 +102,23 @@ def _phase(probe, name):
             + "."
         )
     record = phases[name]
-    missing = [key for key in RECORD_KEYS if not isinstance(record.get(key), (int, float))]
+    missing = [key for key in START_KEYS if not isinstance(record.get(key), (int, float))]
     if missing:
         raise CheckFailure(
             f"The record of the '{name}' phase has no {', '.join(missing)}: "
             + RECORDER_HINT.format(phase=name)
             + " instead of writing `schedule` yourself."
         )
-    if record["epochs"] < 1:
-        raise CheckFailure(f"The '{name}' phase recorded no finished epoch of training.")
+    ended = all(isinstance(record.get(key), (int, float)) for key in RECORD_KEYS)
+    if not finished:
+        return dict({"backbone_kernel_change": 0.0, "batch_norm_change": 0.0}, **record)
+    if not ended or record["epochs"] < 1:
+        raise CheckFailure(
+            f"The '{name}' phase started but did not finish training (epochs recorded: "
+            f"{record.get('epochs')}; learning rate {record['learning_rate']:g}): fit_phase(\"{name}\", "
+            "...) failed. Compile the model again after changing what is trainable: an optimizer "
+            "compiled before the change fails with 'Unknown variable'."
+        )
     return record
 
 
@@ -188,7 +198,7 @@ def test_batch_norm_inference_mode(probe):
         raise CheckFailure(
             "Unfreeze the backbone with your own code, not course_lib.resnet.unfreeze_backbone."
         )
-    record = _phase(probe, "finetune")
+    record = _phase(probe, "finetune", finished=False)
     if record["trainable_batch_norm_weights"] > 0 or record["batch_norm_change"] > 0:
         raise CheckFailure(
             "During fine-tuning the backbone's BatchNormalization layers were trainable "

@@ -21,6 +21,9 @@ LOSS_RTOL = 1e-4
 LOSS_ATOL = 1e-4
 PROBABILITY_EPSILON = 1e-7
 TRAVERSAL_ATOL = 1e-5
+GRADIENT_BETA = 1.0  # the probe's beta for the gradients
+GRADIENT_RTOL = 1e-3
+GRADIENT_ATOL = 1e-6
 # A latent dimension whose mean KL is below this (nats) carries almost no information.
 ACTIVE_KL_NATS = 0.1
 
@@ -102,15 +105,74 @@ def test_loss_terms(probe):
             f"reconstruction_loss is {reconstruction:.4g}, expected {expected_reconstruction:.4g}: {hint}"
         )
     if not _close(kl, expected_kl):
-        if _close(kl, -expected_kl):
-            hint = "its sign is flipped"
-        elif _close(kl, expected_kl / kl_terms.shape[1]):
-            hint = "it averages over the latent dimensions; sum over them"
-        else:
-            hint = "use 0.5 * (exp(z_log_var) + z_mean^2 - 1 - z_log_var), summed over the latent dimensions"
+        hint = _kl_hint(kl, expected_kl, kl_terms)
         problems.append(f"kl_loss is {kl:.4g}, expected {expected_kl:.4g}: {hint}")
     if problems:
         raise CheckFailure("; ".join(problems) + ".")
+    _check_gradients(probe, arrays)
+
+
+def _kl_hint(kl, expected_kl, kl_terms):
+    """Names a wrong KL value's likely cause."""
+    latent_dim = kl_terms.shape[1]
+    if _close(kl, -expected_kl):
+        return "its sign is flipped"
+    if _close(kl, expected_kl / latent_dim):
+        return "it averages over the latent dimensions; sum over them"
+    if _close(kl, 0.0):
+        return "it is always 0: compute 0.5 * (exp(z_log_var) + z_mean^2 - 1 - z_log_var), summed over the latent dimensions"
+    if _close(kl, expected_kl + 0.5 * latent_dim):
+        return "the -1 term is missing: 0.5 * (exp(z_log_var) + z_mean^2 - 1 - z_log_var)"
+    if _close(kl, 2.0 * expected_kl):
+        return "it is twice the KL: the factor 0.5 is missing"
+    if _close(kl, expected_kl * len(kl_terms)):
+        return "it is summed over the batch; average it over the images"
+    return "use 0.5 * (exp(z_log_var) + z_mean^2 - 1 - z_log_var), summed over the latent dimensions"
+
+
+def _expected_gradients(images, reconstructions, z_mean, z_log_var):
+    """d loss / d (reconstructions, z_mean, z_log_var) of the reference loss at GRADIENT_BETA."""
+    images, p = (np.asarray(a, dtype=np.float64) for a in (images, reconstructions))
+    z_mean, z_log_var = (np.asarray(a, dtype=np.float64) for a in (z_mean, z_log_var))
+    batch = len(images)
+    return {
+        "reconstructions": (-images / p + (1.0 - images) / (1.0 - p)) / batch,
+        "z_mean": GRADIENT_BETA * z_mean / batch,
+        "z_log_var": GRADIENT_BETA * 0.5 * (np.exp(z_log_var) - 1.0) / batch,
+    }
+
+
+def _check_gradients(probe, arrays):
+    """The loss trains the model: its gradients are those of the closed-form terms."""
+    facts = probe.facts("loss")
+    if facts.get("gradient_error"):
+        raise CheckFailure(
+            f"beta_vae_loss's values are right, but {facts['gradient_error']}: BetaVAE.train_step "
+            "calls loss.backward(). Compute every term with keras.ops on the tensors it receives "
+            "(no numpy conversion, no .detach())."
+        )
+    expected = _expected_gradients(*arrays)
+    cut = []
+    for name, wanted in expected.items():
+        received = probe.array("loss", f"gradient_{name}").astype(np.float64)
+        if np.allclose(received, wanted, rtol=GRADIENT_RTOL, atol=GRADIENT_ATOL):
+            continue
+        if np.allclose(received, 0.0, atol=GRADIENT_ATOL):
+            cut.append(name)
+            continue
+        ratio = float(np.sum(received * wanted) / max(np.sum(wanted * wanted), 1e-30))
+        raise CheckFailure(
+            f"beta_vae_loss's values are right, but its gradient with respect to {name} is not "
+            f"(about {ratio:.3g} times the closed form's, at beta = {GRADIENT_BETA:g}): each term "
+            "should be computed from the tensors it receives, as written."
+        )
+    if cut:
+        term = "KL" if "reconstructions" not in cut else "reconstruction"
+        raise CheckFailure(
+            f"beta_vae_loss passes no gradient to {', '.join(cut)}: the {term} term is cut from "
+            "the graph (ops.stop_gradient, .detach() or a constant?), so training never "
+            "optimizes it. Return the terms as computed."
+        )
 
 
 # --- the traversal -----------------------------------------------------------------------

@@ -185,9 +185,11 @@ def _model_facts(model):
 
     optimizer = getattr(model, "optimizer", None)
     iterations = getattr(optimizer, "iterations", None)
+    norms = _batch_norm_layers(model)
     return {
         "is_model": isinstance(model, keras.Model),
-        "batch_norm_layers": len(_batch_norm_layers(model)),
+        "batch_norm_layers": len(norms),
+        "momentum": [float(getattr(layer, "momentum", float("nan"))) for layer in norms],
         "training_steps": int(to_numpy(iterations)) if iterations is not None else 0,
     }
 
@@ -200,7 +202,11 @@ def probe_accuracy(namespace, rng):
     model_bn = require(namespace, "model_bn")
     model_plain = require(namespace, "model_plain")
     images, _ = load_cifar10("test", limit=TEST_IMAGES, exact_only=True)
-    result = {"same_object": model_bn is model_plain}
+    momentum = namespace.get("BATCH_NORM_MOMENTUM")
+    result = {
+        "same_object": model_bn is model_plain,
+        "notebook_momentum": float(momentum) if isinstance(momentum, (int, float)) else None,
+    }
     for key, model in (("bn", model_bn), ("plain", model_plain)):
         facts = _model_facts(model)
         result[f"{key}_facts"] = facts

@@ -11,6 +11,9 @@ LOSS_BATCH = 16
 LOSS_IMAGE_SHAPE = (16, 16, 1)
 LOSS_LATENT_DIM = 4
 LOSS_BETAS = (0.0, 1.0, 4.0, 16.0)
+# The beta at which the gradients of the loss are recorded (1: a loss that ignores beta or
+# puts it on the wrong term has the right gradient there, and loses only its own check).
+GRADIENT_BETA = 1.0
 # Binary targets with some grey edges, like the shapes' images.
 LOSS_ON_FRACTION = 0.25
 
@@ -72,6 +75,26 @@ def probe_loss(namespace, rng):
     }
     for name, values in terms.items():
         result[name] = np.asarray(values, dtype="float64")
+    result.update(_loss_gradients(beta_vae_loss, images, reconstructions, z_mean, z_log_var))
+    return result
+
+
+def _loss_gradients(beta_vae_loss, *arrays):
+    """Gradients of the returned loss (at GRADIENT_BETA) w.r.t. reconstructions, z_mean, z_log_var."""
+    import keras
+
+    tensors = [keras.ops.convert_to_tensor(array).detach().requires_grad_(True) for array in arrays]
+    loss = beta_vae_loss(*tensors, GRADIENT_BETA)[0]
+    if getattr(loss, "grad_fn", None) is None:
+        return {"gradient_error": f"the loss is a {type(loss).__name__} that no gradient flows back from"}
+    if tuple(loss.shape) != ():
+        return {"gradient_error": f"the loss has shape {tuple(loss.shape)}, not a scalar"}
+    loss.backward()
+    result = {}
+    for name, tensor in zip(("images", "reconstructions", "z_mean", "z_log_var"), tensors):
+        if name != "images":
+            grad = tensor.grad
+            result[f"gradient_{name}"] = to_numpy(grad) if grad is not None else 0.0 * to_numpy(tensor)
     return result
 
 
