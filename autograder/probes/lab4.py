@@ -90,9 +90,17 @@ def probe_decoder(namespace, rng):
         "other_latent_dim": other_latent_dim,
     }
     for key, size in (("main", latent_dim), ("other", other_latent_dim)):
-        decoder = build_cifar_decoder(size)
         codes = (DECODER_CODE_SCALE * rng.standard_normal((DECODER_BATCH, size))).astype("float32")
-        result[f"{key}_images"] = np.asarray(to_numpy(decoder(codes)), dtype="float32")
+        try:
+            decoder = build_cifar_decoder(size)
+            result[f"{key}_images"] = np.asarray(to_numpy(decoder(codes)), dtype="float32")
+        except Exception as error:
+            if key == "main":
+                raise
+            # A decoder that only works for LATENT_DIM: the output check says so, the layer
+            # check still grades the decoder of LATENT_DIM.
+            result["other_error"] = f"{type(error).__name__}: {error}"[:300]
+            continue
         if key == "main":
             result["layers"] = _layer_summary(decoder)
     return result
