@@ -123,9 +123,12 @@ def test_decoder_output_shape_and_range(probe):
             f"codes ({facts['other_error']}): the decoder must work for any latent_dim. Use "
             "keras.Input(shape=(latent_dim,)), not LATENT_DIM or a fixed number."
         )
-    for key, size in (("main", facts["latent_dim"]), ("other", facts["other_latent_dim"])):
+    decoded = [("main", facts["latent_dim"], ""), ("other", facts["other_latent_dim"], "")]
+    if "decoder/extreme_images" in probe.arrays:
+        decoded.append(("extreme", facts["latent_dim"], " of norm ~1000 (any code must decode to pixels)"))
+    for key, size, kind in decoded:
         images = probe.array("decoder", f"{key}_images")
-        what = f"build_cifar_decoder({size}) applied to a batch of {size}-dimensional codes"
+        what = f"build_cifar_decoder({size}) applied to a batch of {size}-dimensional codes{kind}"
         require_shape(images, (None, *IMAGE_SHAPE), what)
         require_finite(images, what)
         low, high = float(images.min()), float(images.max())
