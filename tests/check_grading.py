@@ -54,3 +54,52 @@ def assert_loses_exactly(lab, results, check_name, *words):
     message = results[check_name].message.lower()
     for word in words:
         assert word.lower() in message, message
+
+
+def assert_full_marks(lab, results):
+    """Every check passed with all its points."""
+    assert failed(results) == set(), {name: results[name].message for name in failed(results)}
+    assert all(result.points == result.max_points for result in results.values())
+
+
+def grade_through_probe_process(lab, notebook, tmp_path, items=None, checks=None, seed=0):
+    """Grades `notebook` by the grader's own path, with its cells run in this process (no kernel).
+
+    The cells run here, in one namespace named "__main__" (a notebook without magics); then
+    the kernel's export module (autograder/probes/export.py) saves what they built, and the
+    sandboxed probe process runs the probe `items` on those files, executing only the
+    notebook's definitions, as in grading.
+
+    Returns:
+        ({check name: CheckResult} of `checks`, {item: probe status}).
+    """
+    import os
+
+    from autograder import execute, grade, sandbox
+    from autograder.probes import assemble
+    from autograder.probes.definitions import top_level_definitions
+
+    namespace = {"__name__": "__main__"}
+    for index, cell in enumerate(notebook.cells):
+        exec(compile(cell.source, f"<cell {index}>", "exec"), namespace)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(mode=0o755)
+    export_dir, artefacts, work, probe_dir = (scratch / name for name in ("export", "artefacts", "probe", "results"))
+    exporter = {}
+    exec(compile(assemble.EXPORT_FILE.read_text(), "<course-export>", "exec"), exporter)
+    exporter["_course_export_main"](namespace, str(export_dir), list(assemble.probe_module(lab).EXPORT_MODELS))
+    execute.copy_export(export_dir, artefacts)
+    isolation = sandbox.isolation_mode()
+    writable = [work / "home", work / "tmp"] + (["/tmp", "/dev/shm"] if isolation == "bwrap" else [])
+    request = assemble.host_request(lab, seed, top_level_definitions(notebook), artefacts, grade.PROBE_ITEM_TIMEOUT_S,
+                                    writable, own_pid_namespace=isolation == "bwrap", only=items)
+    data_dir = os.path.realpath(os.environ["COURSE_DATA_DIR"])
+    environment = grade._kernel_environment("fast", data_dir, None, work)
+    readable = grade._readable_paths(data_dir)
+    execute.run_probe_process(request, work, probe_dir, timeout_s=grade.PROBE_TIMEOUT_S,
+                              memory_limit_mb=grade.DEFAULT_MEMORY_LIMIT_MB, environment=environment,
+                              isolation=isolation, readable=readable + [str(artefacts)],
+                              hidden=grade.withheld_paths(lab, "probe"))
+    statuses = json.loads((probe_dir / "probe.json").read_text())["items"]
+    results = run_checks(lab, probe_dir, profile="fast", only=checks)
+    return {result.name: result for result in results}, statuses

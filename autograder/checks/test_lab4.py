@@ -36,19 +36,45 @@ MAX_BAD_SHOWN = 3
 
 
 @functools.lru_cache(maxsize=None)
-def reference_reconstruction_loss(images, reconstructions):
-    """The notebook's formula: per-image Gaussian NLL with the batch's ML variance, in nats.
-
-    `variance = max(mean((x - x_hat)^2 over the whole batch), MIN_PIXEL_VARIANCE)`, then
-    `sum over pixels and channels of 0.5 * (x - x_hat)^2 / variance + 0.5 * log(2 pi variance)`.
-    """
+def _gaussian_nll_parts(images, reconstructions):
+    """Per image: (0.5 * sum (x - x_hat)^2 / variance, 0.5 * D * log(2 pi variance)), the batch's ML variance."""
     images = np.asarray(images, dtype=np.float64)
     reconstructions = np.asarray(reconstructions, dtype=np.float64)
     squared_error = (images - reconstructions) ** 2
     variance = max(float(np.mean(squared_error)), MIN_PIXEL_VARIANCE)
     per_image = squared_error.reshape(images.shape[0], -1)
     num_values = per_image.shape[1]
-    return 0.5 * per_image.sum(axis=1) / variance + 0.5 * num_values * math.log(2.0 * math.pi * variance)
+    return 0.5 * per_image.sum(axis=1) / variance, np.full(images.shape[0], 0.5 * num_values * math.log(2.0 * math.pi * variance))
+
+
+def reference_reconstruction_loss(images, reconstructions):
+    """The notebook's formula: per-image Gaussian NLL with the batch's ML variance, in nats.
+
+    `variance = max(mean((x - x_hat)^2 over the whole batch), MIN_PIXEL_VARIANCE)`, then
+    `sum over pixels and channels of 0.5 * (x - x_hat)^2 / variance + 0.5 * log(2 pi variance)`.
+    """
+    quadratic, normalizer = _gaussian_nll_parts(images, reconstructions)
+    return quadratic + normalizer
+
+
+# Mistakes in the formula the formula check names: (quadratic, normalizer) -> value.
+FORMULA_MISTAKES = {
+    "the log term has the wrong sign: add + 0.5 * log(2 pi variance), do not subtract it":
+        lambda quadratic, normalizer: quadratic - normalizer,
+    "the factor 0.5 of the squared-error term is missing: 0.5 * (x - x_hat)^2 / variance":
+        lambda quadratic, normalizer: 2.0 * quadratic + normalizer,
+    "the 0.5 * log(2 pi variance) term is missing":
+        lambda quadratic, normalizer: quadratic,
+}
+
+
+def _formula_mistake(images, reconstructions, noisy):
+    """The name of a known formula mistake that explains the per-image values `noisy`, or None."""
+    parts = _gaussian_nll_parts(images, reconstructions)
+    for name, variant in FORMULA_MISTAKES.items():
+        if noisy.size == parts[0].size and any(_close(noisy, scale * variant(*parts)) for scale in REDUCTION_SCALES):
+            return name
+    return None
 
 
 def _delegated(names, forbidden):
@@ -76,9 +102,18 @@ def _require_own_decoder_function(facts):
 def test_decoder_output_shape_and_range(probe):
     facts = probe.facts("decoder")
     _require_own_decoder_function(facts)
-    for key, size in (("main", facts["latent_dim"]), ("other", facts["other_latent_dim"])):
+    if facts.get("other_error"):
+        raise CheckFailure(
+            f"build_cifar_decoder({facts['other_latent_dim']}) failed on {facts['other_latent_dim']}-dimensional "
+            f"codes ({facts['other_error']}): the decoder must work for any latent_dim. Use "
+            "keras.Input(shape=(latent_dim,)), not LATENT_DIM or a fixed number."
+        )
+    decoded = [("main", facts["latent_dim"], ""), ("other", facts["other_latent_dim"], "")]
+    if "decoder/extreme_images" in probe.arrays:
+        decoded.append(("extreme", facts["latent_dim"], " of norm ~1000 (any code must decode to pixels)"))
+    for key, size, kind in decoded:
         images = probe.array("decoder", f"{key}_images")
-        what = f"build_cifar_decoder({size}) applied to a batch of {size}-dimensional codes"
+        what = f"build_cifar_decoder({size}) applied to a batch of {size}-dimensional codes{kind}"
         require_shape(images, (None, *IMAGE_SHAPE), what)
         require_finite(images, what)
         low, high = float(images.min()), float(images.max())
@@ -199,39 +234,58 @@ def test_reconstruction_loss_formula(probe):
             f"reconstruction_loss calls course_lib ({', '.join(used)}); write the formula yourself."
         )
     batch = images.shape[0]
+    expected_noisy = reference_reconstruction_loss(images, reconstructions)
+    expected_perfect = reference_reconstruction_loss(images, images)
     per_image = []
     for name, values in (("noisy", loss_noisy), ("perfect", loss_perfect)):
         values = np.asarray(values, dtype=np.float64)
-        if values.ndim == 0 or values.shape[0] != batch:
+        if values.size == 1:
+            values = values.reshape(1)  # one number for the batch: graded by the reduction check
+        elif values.ndim == 0 or values.shape[0] != batch:
             raise CheckFailure(
-                f"reconstruction_loss returns shape {values.shape}; it needs one value per "
-                f"image, shape ({batch},), to be compared with the formula."
+                f"reconstruction_loss returns shape {values.shape} for a batch of {batch} images; it needs "
+                f"one value per image, shape ({batch},), or one for the batch, to be compared with the formula."
             )
-        # A wrong reduction is the other check's business: reduce what is left.
-        values = values.reshape(batch, -1).sum(axis=1)
-        require_finite(values, f"reconstruction_loss on {name} reconstructions")
+        else:  # a wrong reduction is the other check's business: reduce what is left
+            values = values.reshape(batch, -1).sum(axis=1)
+        if not np.all(np.isfinite(values)):
+            raise CheckFailure(
+                f"reconstruction_loss on {name} reconstructions is not finite ({values[:3]}): floor the variance, "
+                "variance = ops.maximum(mean squared error over the batch, MIN_PIXEL_VARIANCE), so that a "
+                "perfect reconstruction (squared error 0) keeps log(variance) finite."
+            )
         per_image.append(values)
     noisy, perfect = per_image
+    mistake = _formula_mistake(images, reconstructions, noisy)
+    if mistake:
+        raise CheckFailure(
+            f"reconstruction_loss is not the Gaussian negative log-likelihood of the notebook: {mistake}. For the "
+            f"first noisy image it should give {expected_noisy[0]:.1f}; yours gives {noisy[0]:.1f}."
+        )
+    if noisy.size == 1:  # the batch reduced too: compare with the formula reduced alike
+        batch_sum = np.array([expected_noisy.sum(), expected_perfect.sum()])
+        candidates = [batch_sum, batch_sum / batch]
+        measured = np.concatenate([noisy, perfect])
+        if any(_close(measured, scale * candidate) for candidate in candidates for scale in REDUCTION_SCALES):
+            return
     slack = PERFECT_TOLERANCE * np.abs(noisy) + PERFECT_TOLERANCE
     if np.any(perfect > noisy + slack):
         raise CheckFailure(
             "reconstruction_loss(images, images) is not the smallest value: a perfect "
             "reconstruction must get a lower loss than a noisy one."
         )
-    expected = np.concatenate(
-        [reference_reconstruction_loss(images, reconstructions), reference_reconstruction_loss(images, images)]
-    )
-    measured = np.concatenate([noisy, perfect])
-    for scale in REDUCTION_SCALES:
-        if _close(measured, scale * expected):
-            return
-    expected_perfect = reference_reconstruction_loss(images[:1], images[:1])[0]
+    if noisy.size == batch:
+        expected = np.concatenate([expected_noisy, expected_perfect])
+        measured = np.concatenate([noisy, perfect])
+        for scale in REDUCTION_SCALES:
+            if _close(measured, scale * expected):
+                return
     raise CheckFailure(
         "reconstruction_loss does not match the Gaussian negative log-likelihood of the notebook: "
         "variance = max(mean squared error over the batch, 1e-4), then per image the sum over "
         "pixels and channels of 0.5 * (x - x_hat)^2 / variance + 0.5 * log(2 pi variance). "
-        f"For example a perfect reconstruction should give {expected_perfect:.1f}; yours gives "
-        f"{perfect[0]:.1f}."
+        f"For the first noisy image it should give {expected_noisy[0]:.1f}, for a perfect reconstruction "
+        f"{expected_perfect[0]:.1f}; yours gives {noisy[0]:.1f} and {perfect[0]:.1f}."
     )
 
 

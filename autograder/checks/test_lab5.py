@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from autograder.checking import CheckFailure, check, require_finite, require_shape
+from autograder.formulas import bernoulli_nll_terms, gaussian_kl_terms
 from course_lib.disentanglement import mutual_information_gap
 
 REFERENCE_NAMES = ("course_lib.vae.VAE", "course_lib.vae.kl_divergence", "course_lib.vae.bernoulli_nll")
@@ -29,13 +30,9 @@ ACTIVE_KL_NATS = 0.1
 
 
 def _reference_terms(images, reconstructions, z_mean, z_log_var):
-    images = np.asarray(images, dtype=np.float64)
-    probabilities = np.clip(np.asarray(reconstructions, dtype=np.float64), PROBABILITY_EPSILON, 1 - PROBABILITY_EPSILON)
-    pixel_losses = -(images * np.log(probabilities) + (1 - images) * np.log(1 - probabilities))
-    reconstruction = float(pixel_losses.reshape(len(images), -1).sum(axis=1).mean())
-    z_mean = np.asarray(z_mean, dtype=np.float64)
-    z_log_var = np.asarray(z_log_var, dtype=np.float64)
-    kl_terms = 0.5 * (np.exp(z_log_var) + z_mean**2 - 1.0 - z_log_var)
+    pixel_losses = bernoulli_nll_terms(images, reconstructions, PROBABILITY_EPSILON)
+    reconstruction = float(pixel_losses.reshape(len(pixel_losses), -1).sum(axis=1).mean())
+    kl_terms = gaussian_kl_terms(z_mean, z_log_var)
     return reconstruction, float(kl_terms.sum(axis=1).mean()), kl_terms, pixel_losses
 
 

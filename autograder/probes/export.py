@@ -68,6 +68,16 @@ def _course_export_pair(value, folder, stem):
     return record
 
 
+def _course_layer_record(value):
+    """A top-level layer (not a model) as the notebook built it: its class and serialized config."""
+    import keras
+
+    config = _course_plain(keras.saving.serialize_keras_object(value))
+    if len(_course_json.dumps(config)) > _COURSE_MAX_VALUE_CHARS:
+        raise TypeError("config too large")
+    return {"config": config, **_course_origin(value)}
+
+
 def _course_export_model(value, folder, stem):
     import keras
 
@@ -101,6 +111,9 @@ def _course_tensorflow_off():
 def _course_export_main(namespace, folder, model_names):
     """Writes `folder/manifest.json` (+ model files) describing the notebook's results.
 
+    The manifest holds plain values, histories, saved models ("objects"), the serialized
+    config of every top-level Keras layer that is not a model ("layers") and the errors.
+
     Args:
         namespace: the notebook's globals().
         folder: an empty folder.
@@ -113,7 +126,7 @@ def _course_export_main(namespace, folder, model_names):
     keras = sys.modules.get("keras")
     if keras is not None:
         _course_tensorflow_off()
-    manifest = {"values": {}, "histories": {}, "objects": {}, "errors": {}}
+    manifest = {"values": {}, "histories": {}, "objects": {}, "layers": {}, "errors": {}}
     for name, value in list(namespace.items()):
         if name.startswith("_") or name in _COURSE_SKIPPED_NAMES:
             continue
@@ -122,6 +135,10 @@ def _course_export_main(namespace, folder, model_names):
                 if keras is None:
                     raise TypeError(f"expected a keras.Model, received {type(value).__name__}")
                 manifest["objects"][name] = _course_export_model(value, folder, name)
+            elif keras is not None and isinstance(value, keras.layers.Layer) and not isinstance(value, keras.Model):
+                # How the notebook constructed it (constructor arguments included): the probes
+                # rebuild it with the notebook's own class to test the layer the notebook used.
+                manifest["layers"][name] = _course_layer_record(value)
             elif keras is not None and isinstance(value, keras.callbacks.History):
                 manifest["histories"][name] = {"history": _course_plain(value.history), **_course_origin(value)}
             else:

@@ -33,6 +33,9 @@ TRAIN_STEP_HIDDEN_UNITS = 64
 TRAIN_STEP_LATENT_DIM = 2
 TRAIN_STEP_LEARNING_RATE = 1e-3
 TRAIN_STEP_METRICS = ("loss", "reconstruction_loss", "kl_loss")
+# The one-step gradient probe: one batch, plain SGD (the update is -rate * gradient).
+TRAIN_STEP_GRADIENT_IMAGES = 128
+TRAIN_STEP_SGD_RATE = 1e-2
 
 DECODE_BATCH_SIZE = 500
 GRADED_NAMES = ("kl_divergence", "Sampling", "VAE")
@@ -48,7 +51,8 @@ DEFINITION_ITEMS = ("kl", "sampling_statistics", "sampling_fresh_noise", "sampli
 WITHHELD_MODULES = ("course_lib.vae",)
 # Correct pieces the grader lends to one item only (train_step is graded alone); the
 # children of the other items drop them before any submitted code runs.
-ITEM_PRIVATE = {"train_step": ("_reference_kl", "_train_step_models")}
+ITEM_PRIVATE = {"train_step": ("_reference_kl", "_train_step_models", "_reference_step_gradients",
+                               "_with_reference_kl", "_one_step")}
 
 
 def probe_kl(namespace, rng):
@@ -85,74 +89,172 @@ def probe_kl(namespace, rng):
     return result
 
 
-def _sampling_layer(namespace):
+# The layers a Sampling item tests: a fresh `Sampling()` and at most this many more, as the
+# notebook built them (in its trained encoder, or as top-level values).
+MAX_NOTEBOOK_LAYERS = 3
+SAMPLING_PLUMBING_ARGUMENTS = ("name", "trainable", "dtype")
+
+
+def _constructor_text(config):
+    """`Sampling(seed=42)`: the class with the constructor arguments of a layer config."""
+    arguments = {key: value for key, value in (config or {}).items() if key not in SAMPLING_PLUMBING_ARGUMENTS}
+    return "Sampling(" + ", ".join(f"{key}={value!r}" for key, value in sorted(arguments.items())) + ")"
+
+
+def _saved_sampling_layers(namespace, sampling_class):
+    """[(label, layer, error)] rebuilt from what the notebook saved, with its own class."""
+    import json
+
+    import keras
+
+    found, seen = [], set()
+    for where, serialized in namespace.layer_configs("Sampling"):
+        key = json.dumps(serialized.get("config"), sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        label = f"{_constructor_text(serialized.get('config'))}, as the notebook built {where}"
+        custom = {"Sampling": sampling_class}
+        if isinstance(serialized.get("registered_name"), str):
+            custom[serialized["registered_name"]] = sampling_class
+        try:
+            layer = keras.saving.deserialize_keras_object(serialized, custom_objects=custom, safe_mode=True)
+            found.append((label, layer, None))
+        except Exception as error:
+            found.append((label, None, f"{type(error).__name__}: {error}"[:300]))
+    return found
+
+
+def _built_sampling_layers(namespace, sampling_class):
+    """[(label, layer, None)] of the notebook's own Sampling instances (in-process runs)."""
+    if not isinstance(sampling_class, type):
+        return []
+    candidates = [(f"the notebook's `{name}`", value) for name, value in namespace.items()
+                  if not str(name).startswith("_") and isinstance(value, sampling_class)]
+    encoder = getattr(namespace.get("vae"), "encoder", None)
+    candidates += [(f"vae.encoder's layer {layer.name!r}", layer) for layer in getattr(encoder, "layers", [])
+                   if isinstance(layer, sampling_class)]
+    found, seen = [], set()
+    for where, layer in candidates:
+        if id(layer) not in seen:
+            seen.add(id(layer))
+            config = layer.get_config() if hasattr(layer, "get_config") else {}
+            found.append((f"{_constructor_text(config)}, as the notebook built {where}", layer, None))
+    return found
+
+
+def _sampling_layers(namespace):
+    """[(label, layer or None, error)]: a fresh `Sampling()`, then the notebook's own layers.
+
+    The notebook's layers are rebuilt from their saved configs (constructor arguments
+    included) with the notebook's class, so that behaviour that depends on how a layer
+    was constructed (an int seed, a scale argument) is tested as the notebook used it.
+    """
     sampling_class = require(namespace, "Sampling", "callable")
-    return sampling_class()
+    try:
+        fresh = sampling_class()
+    except Exception as error:
+        raise ProbeError(
+            f"Sampling() (no arguments) could not be built: {type(error).__name__}: {error}. Keep "
+            "`__init__(self, seed=None, **kwargs)`."
+        ) from None
+    if hasattr(namespace, "layer_configs"):
+        notebook_layers = _saved_sampling_layers(namespace, sampling_class)
+    else:
+        notebook_layers = _built_sampling_layers(namespace, sampling_class)
+    return [("Sampling(), a fresh layer", fresh, None)] + notebook_layers[:MAX_NOTEBOOK_LAYERS]
+
+
+def _for_each_layer(namespace, record):
+    """Calls `record(index, layer)` -> {key: value} for each Sampling layer; collects the results."""
+    result, labels, errors = {}, [], {}
+    for index, (label, layer, error) in enumerate(_sampling_layers(namespace)):
+        labels.append(label)
+        if error is not None:
+            errors[str(index)] = error
+            continue
+        try:
+            result.update({f"{key}_{index}": value for key, value in record(layer).items()})
+        except Exception as failure:
+            if index == 0:
+                raise
+            errors[str(index)] = f"{type(failure).__name__}: {failure}"[:300]
+    result.update({"layers": labels, "layer_errors": errors})
+    return result
 
 
 def probe_sampling_statistics(namespace, rng):
-    """Draws many z for fixed (z_mean, z_log_var) rows; records z for mean/variance/shape tests."""
+    """Draws many z for fixed (z_mean, z_log_var) rows, outside and inside training, per layer."""
     import numpy as np
 
-    layer = _sampling_layer(namespace)
     mean_row = rng.uniform(-SAMPLING_MEAN_RANGE, SAMPLING_MEAN_RANGE, SAMPLING_LATENT_DIM)
     low, high = SAMPLING_LOG_VAR_RANGE
     log_var_row = rng.uniform(low, high, SAMPLING_LATENT_DIM) * rng.choice([-1.0, 1.0], SAMPLING_LATENT_DIM)
     z_mean = np.tile(mean_row, (SAMPLING_DRAWS, 1)).astype("float32")
     z_log_var = np.tile(log_var_row, (SAMPLING_DRAWS, 1)).astype("float32")
-    z = layer([z_mean, z_log_var])
-    return {
-        "mean_row": mean_row.astype("float32"),
-        "log_var_row": log_var_row.astype("float32"),
-        "z": np.asarray(to_numpy(z), dtype="float32"),
-    }
+
+    def record(layer):
+        return {
+            "z": np.asarray(to_numpy(layer([z_mean, z_log_var])), dtype="float32"),
+            "z_training": np.asarray(to_numpy(layer([z_mean, z_log_var], training=True)), dtype="float32"),
+        }
+
+    result = _for_each_layer(namespace, record)
+    result.update({"mean_row": mean_row.astype("float32"), "log_var_row": log_var_row.astype("float32")})
+    return result
 
 
 def probe_sampling_fresh_noise(namespace, rng):
-    """Calls one Sampling layer twice, and a second layer once, on the same inputs."""
+    """Calls each Sampling layer twice on the same inputs."""
     import numpy as np
 
-    first_layer = _sampling_layer(namespace)
-    second_layer = _sampling_layer(namespace)
     z_mean = rng.normal(size=(FRESH_NOISE_BATCH, SAMPLING_LATENT_DIM)).astype("float32")
     z_log_var = np.zeros_like(z_mean)
-    return {
-        "z_mean": z_mean,
-        "first_call": np.asarray(to_numpy(first_layer([z_mean, z_log_var])), dtype="float32"),
-        "second_call": np.asarray(to_numpy(first_layer([z_mean, z_log_var])), dtype="float32"),
-        "other_layer": np.asarray(to_numpy(second_layer([z_mean, z_log_var])), dtype="float32"),
-    }
+
+    def record(layer):
+        return {
+            "first_call": np.asarray(to_numpy(layer([z_mean, z_log_var])), dtype="float32"),
+            "second_call": np.asarray(to_numpy(layer([z_mean, z_log_var])), dtype="float32"),
+        }
+
+    result = _for_each_layer(namespace, record)
+    result["z_mean"] = z_mean
+    return result
 
 
 def probe_sampling_gradients(namespace, rng):
-    """Back-propagates sum(z) to z_mean and z_log_var with torch autograd.
+    """Back-propagates sum(z) to z_mean and z_log_var with torch autograd, per layer.
 
     Since z[i, j] depends only on z_mean[i, j] and z_log_var[i, j], the gradients of
     sum(z) are the element-wise derivatives dz/dz_mean and dz/dz_log_var.
     """
-    layer = _sampling_layer(namespace)  # first: a notebook without one needs no Keras import here
+    require(namespace, "Sampling", "callable")  # first: a notebook without one needs no Keras import here
     import keras
     import numpy as np
     import torch
 
     mean_values = rng.normal(size=(GRADIENT_BATCH, GRADIENT_LATENT_DIM)).astype("float32")
     log_var_values = rng.uniform(-2.0, 2.0, size=(GRADIENT_BATCH, GRADIENT_LATENT_DIM)).astype("float32")
-    z_mean = keras.ops.convert_to_tensor(mean_values).detach().requires_grad_(True)
-    z_log_var = keras.ops.convert_to_tensor(log_var_values).detach().requires_grad_(True)
-    z = layer([z_mean, z_log_var])
-    result = {
-        "z_mean": mean_values,
-        "z_log_var": log_var_values,
-        "z": np.asarray(to_numpy(z), dtype="float32"),
-        "is_torch_tensor": isinstance(z, torch.Tensor),
-        "requires_grad": bool(getattr(z, "requires_grad", False)),
-    }
-    if result["is_torch_tensor"] and result["requires_grad"]:
-        gradients = torch.autograd.grad(z.sum(), [z_mean, z_log_var], allow_unused=True)
-        for name, gradient in zip(("grad_z_mean", "grad_z_log_var"), gradients):
-            result[f"{name}_missing"] = gradient is None
-            if gradient is not None:
-                result[name] = np.asarray(to_numpy(gradient), dtype="float32")
+
+    def record(layer):
+        z_mean = keras.ops.convert_to_tensor(mean_values).detach().requires_grad_(True)
+        z_log_var = keras.ops.convert_to_tensor(log_var_values).detach().requires_grad_(True)
+        z = layer([z_mean, z_log_var])
+        found = {
+            "z": np.asarray(to_numpy(z), dtype="float32"),
+            "is_torch_tensor": isinstance(z, torch.Tensor),
+            "requires_grad": bool(getattr(z, "requires_grad", False)),
+        }
+        if found["is_torch_tensor"] and found["requires_grad"]:
+            gradients = torch.autograd.grad(z.sum(), [z_mean, z_log_var], allow_unused=True)
+            for name, gradient in zip(("grad_z_mean", "grad_z_log_var"), gradients):
+                found[f"{name}_missing"] = gradient is None
+                if gradient is not None:
+                    found[name] = np.asarray(to_numpy(gradient), dtype="float32")
+        return found
+
+    result = _for_each_layer(namespace, record)
+    result.update({"z_mean": mean_values, "z_log_var": log_var_values})
     return result
 
 
@@ -191,10 +293,12 @@ def _reference_kl(z_mean, z_log_var):
     return 0.5 * ops.sum(ops.exp(z_log_var) + ops.square(z_mean) - 1.0 - z_log_var, axis=-1)
 
 
-def _train_step_models(latent_dim, seed):
+def _train_step_models(latent_dim, seed, noise=None):
     """A small dense encoder (with a correct sampling layer) and decoder, fresh weights.
 
     Every initializer and the noise have their own seed, so nothing global is reseeded.
+    With `noise` (an array `(batch, latent_dim)`), the sampling layer uses that epsilon in
+    every call, so a training step is a deterministic function of the weights.
     """
     import keras
     from keras import layers, ops
@@ -212,8 +316,11 @@ def _train_step_models(latent_dim, seed):
 
         def call(self, inputs):
             z_mean, z_log_var = inputs
-            noise = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
-            return z_mean + ops.exp(0.5 * z_log_var) * noise
+            if noise is None or ops.shape(z_mean)[0] != len(noise):  # Keras' symbolic build: any noise
+                epsilon = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+            else:
+                epsilon = ops.convert_to_tensor(noise)
+            return z_mean + ops.exp(0.5 * z_log_var) * epsilon
 
     images = keras.Input(shape=IMAGE_SHAPE)
     hidden = dense(TRAIN_STEP_HIDDEN_UNITS, "relu")(layers.Flatten()(images))
@@ -228,13 +335,108 @@ def _train_step_models(latent_dim, seed):
     return encoder, decoder
 
 
-def probe_train_step(namespace, rng):
-    """Trains a fresh `VAE(encoder, decoder)` (small dense parts) for a few epochs.
+def _reference_step_gradients(encoder, decoder, images, weights):
+    """Gradients of each term of the negative ELBO (and of a known mistake) w.r.t. `weights`.
 
-    The encoder and decoder are the probe's own (with a correct sampling layer), so this
-    grades `train_step` alone. For the same reason, while it trains, the notebook's
-    `kl_divergence` is replaced by a correct one (and put back afterwards): a mistake
-    in `kl_divergence` costs the KL checks' points, not this check's.
+    Returns:
+        ({term: flat float32 gradient}, {term: value}) for "reconstruction" (summed
+        binary cross-entropy, averaged over the batch), "kl" (mean KL) and
+        "reconstruction_from_z_mean" (the same loss, decoding z_mean instead of z).
+    """
+    import keras
+    import numpy as np
+    import torch
+    from keras import ops
+
+    def summed_cross_entropy(reconstructions):
+        return ops.mean(ops.sum(keras.losses.binary_crossentropy(images, reconstructions), axis=(1, 2)))
+
+    z_mean, z_log_var, z = encoder(images, training=True)
+    terms = {
+        "reconstruction": summed_cross_entropy(decoder(z, training=True)),
+        "kl": ops.mean(_reference_kl(z_mean, z_log_var)),
+        "reconstruction_from_z_mean": summed_cross_entropy(decoder(z_mean, training=True)),
+    }
+    parameters = [weight.value for weight in weights]
+    gradients = {}
+    for name, term in terms.items():
+        found = torch.autograd.grad(term, parameters, retain_graph=True, allow_unused=True)
+        gradients[name] = np.concatenate([
+            np.zeros(int(np.prod(parameter.shape)), "float32") if gradient is None
+            else np.asarray(to_numpy(gradient), dtype="float32").ravel()
+            for parameter, gradient in zip(parameters, found)
+        ])
+    return gradients, {name: float(to_numpy(term)) for name, term in terms.items()}
+
+
+def _with_reference_kl(namespace, action):
+    """Runs `action()` while the notebook's `kl_divergence` is a correct one (then puts it back)."""
+    had_kl = "kl_divergence" in namespace
+    student_kl = namespace.get("kl_divergence")
+    namespace["kl_divergence"] = _reference_kl
+    try:
+        return action()
+    finally:
+        if had_kl:
+            namespace["kl_divergence"] = student_kl
+        else:
+            del namespace["kl_divergence"]
+
+
+def _logged(history):
+    logged = {}
+    for name, values in history.history.items():
+        try:
+            logged[str(name)] = [float(value) for value in values]
+        except (TypeError, ValueError):
+            logged[str(name)] = None
+    return logged
+
+
+def _one_step(namespace, vae_class, images, rng):
+    """One `fit` step of plain SGD on one batch with fixed noise: the update is -rate * gradient."""
+    import keras
+    import numpy as np
+
+    noise = rng.standard_normal((len(images), TRAIN_STEP_LATENT_DIM)).astype("float32")
+    encoder, decoder = _train_step_models(TRAIN_STEP_LATENT_DIM, int(rng.integers(2**20)), noise)
+    weights = list(encoder.trainable_weights) + list(decoder.trainable_weights)
+    gradients, values = _reference_step_gradients(encoder, decoder, images, weights)
+    model = vae_class(encoder, decoder)
+    model.compile(optimizer=keras.optimizers.SGD(TRAIN_STEP_SGD_RATE))
+    before = [np.array(to_numpy(weight), dtype="float64") for weight in weights]
+    try:
+        history = _with_reference_kl(
+            namespace, lambda: model.fit(images, epochs=1, batch_size=len(images), shuffle=False, verbose=0)
+        )
+    except ValueError as error:
+        if "no gradients" not in str(error).lower():
+            raise
+        raise ProbeError(
+            f"One training step got no gradients ({error}): call self.zero_grad() first, then compute the "
+            "loss, call loss.backward(), and only then read weight.value.grad for self.optimizer.apply "
+            "(a zero_grad() after loss.backward() erases the gradients; call it before loss.backward())."
+        ) from None
+    after = [np.array(to_numpy(weight), dtype="float64") for weight in weights]
+    update = np.concatenate([(old - new).ravel() for old, new in zip(before, after)]) / TRAIN_STEP_SGD_RATE
+    result = {f"grad_{name}": gradient for name, gradient in gradients.items()}
+    result.update({f"reference_{name}": value for name, value in values.items()})
+    result.update({"step_gradient": update.astype("float32"), "step_history": _logged(history),
+                   "step_batch_size": len(images)})
+    return result
+
+
+def probe_train_step(namespace, rng):
+    """Grades `VAE.train_step` alone, on the probe's own small dense encoder and decoder.
+
+    1. One step of plain SGD on one batch, with fixed noise: the weights' change divided by
+       the rate is the gradient train_step used, compared (by the check) with the gradients
+       of the reconstruction and KL terms, which the probe computes itself.
+    2. A few epochs of Adam: the logged metrics and whether the loss goes down.
+
+    The encoder and decoder are the probe's own (with a correct sampling layer), and while
+    it trains the notebook's `kl_divergence` is replaced by a correct one (and put back
+    afterwards): a mistake in `kl_divergence` costs the KL checks' points, not this check's.
     """
     vae_class = require(namespace, "VAE", "callable")  # first: see probe_sampling_gradients
     import keras
@@ -244,36 +446,23 @@ def probe_train_step(namespace, rng):
 
     images, _ = load_mnist("train", limit=TRAIN_STEP_IMAGES)
     images = images[rng.permutation(len(images))]
+    result = _one_step(namespace, vae_class, images[:TRAIN_STEP_GRADIENT_IMAGES], rng)
     encoder, decoder = _train_step_models(TRAIN_STEP_LATENT_DIM, int(rng.integers(2**20)))
     model = vae_class(encoder, decoder)
     model.compile(optimizer=keras.optimizers.Adam(TRAIN_STEP_LEARNING_RATE))
     before = [np.array(to_numpy(weight)) for weight in decoder.weights]
-    had_kl = "kl_divergence" in namespace
-    student_kl = namespace.get("kl_divergence")
-    namespace["kl_divergence"] = _reference_kl
-    try:
-        history = model.fit(
-            images, epochs=TRAIN_STEP_EPOCHS, batch_size=TRAIN_STEP_BATCH_SIZE, shuffle=False, verbose=0
-        )
-    finally:
-        if had_kl:
-            namespace["kl_divergence"] = student_kl
-        else:
-            del namespace["kl_divergence"]
+    history = _with_reference_kl(namespace, lambda: model.fit(
+        images, epochs=TRAIN_STEP_EPOCHS, batch_size=TRAIN_STEP_BATCH_SIZE, shuffle=False, verbose=0
+    ))
     after = [np.array(to_numpy(weight)) for weight in decoder.weights]
     changed = float(sum(np.abs(a - b).sum() for a, b in zip(after, before)))
-    logged = {}
-    for name, values in history.history.items():
-        try:
-            logged[str(name)] = [float(value) for value in values]
-        except (TypeError, ValueError):
-            logged[str(name)] = None
-    return {
-        "history": logged,
+    result.update({
+        "history": _logged(history),
         "metric_names": sorted(str(name) for name in history.history),
         "decoder_weight_change": changed,
         "epochs": TRAIN_STEP_EPOCHS,
-    }
+    })
+    return result
 
 
 def probe_origin(namespace, rng):

@@ -206,21 +206,55 @@ def _course_register_course_layers():
 
 def _course_custom_objects(path):
     """The stand-ins, under every name the saved model gives the notebook's own classes."""
-    import zipfile
-
     _course_register_course_layers()
     stand_ins = _course_stand_ins()
     objects = dict(stand_ins)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = _course_json.loads(archive.read("config.json"))
-    except Exception:  # keras reports the unreadable file itself
-        return objects
+    config = _course_saved_config(path)  # {} for an unreadable file: keras reports it itself
     for class_name, stand_in in stand_ins.items():
         for registered in _course_registered_names(config, class_name):
             # course_lib's own Sampling too: its module may be withheld in this process.
             objects[registered] = stand_in
     return objects
+
+
+def _course_saved_config(path):
+    """The config.json of a saved .keras file, or {} when it cannot be read."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return _course_json.loads(archive.read("config.json"))
+    except Exception:
+        return {}
+
+
+def _course_layer_entries(config, class_name):
+    """The serialized layers called `class_name` anywhere in a saved model's config."""
+    found, pending = [], [config]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            if value.get("class_name") == class_name and isinstance(value.get("config"), dict):
+                found.append(value)
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return found
+
+
+def _course_model_files(record, what):
+    """[(what, file name)] of the saved models of one exported object (pairs and dicts too)."""
+    kind = record.get("kind")
+    if kind == "model":
+        return [(what, record.get("file", ""))]
+    if kind == "pair":
+        return [(f"{what}.{part}", sub.get("file", "")) for part, sub in sorted(record.get("parts", {}).items())]
+    if kind == "dict":
+        files = []
+        for label, entry in record.get("entries", {}).items():
+            files += _course_model_files(entry, f"{what}[{label}]")
+        return files
+    return []
 
 
 class _CourseLoadedPair:
@@ -276,6 +310,27 @@ class _CourseArtefacts(dict):
             return self[name]
         except (KeyError, ProbeError):
             return default
+
+    def layer_configs(self, class_name):
+        """[(where, serialized layer)] of every `class_name` layer the notebook built.
+
+        From the saved models' config.json (a layer inside a trained model, constructor
+        arguments included) and from the top-level layers the export recorded. The probes
+        rebuild them with the notebook's own class (`keras.saving.deserialize_keras_object`).
+        """
+        found = []
+        for name, record in sorted(self._manifest.get("objects", {}).items()):
+            for what, file_name in _course_model_files(record, name):
+                config = _course_saved_config(_course_os.path.join(self._folder, file_name))
+                for entry in _course_layer_entries(config, class_name):
+                    layer = {key: entry[key] for key in ("module", "class_name", "config", "registered_name")
+                             if key in entry}
+                    found.append((f"{what}'s layer {entry.get('name', '?')!r}", layer))
+        for name, record in sorted(self._manifest.get("layers", {}).items()):
+            config = record.get("config")
+            if record.get("class") == class_name and isinstance(config, dict):
+                found.append((f"the notebook's `{name}`", config))
+        return found
 
     def _load_model(self, record, what):
         import keras
