@@ -50,7 +50,9 @@ def test_output_shape_and_probabilities(batch_norm, cifar_batch):
     probabilities = keras.ops.convert_to_numpy(model(cifar_batch))
     assert probabilities.shape == (BATCH, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
-    assert model.get_layer("block3_pool").output.shape[1:] == (4, 4, DEFAULT_FILTERS[-1])
+    # Channels-first inside (see course_lib.cnn), channels-last again before flatten.
+    assert model.get_layer("block3_pool").output.shape[1:] == (DEFAULT_FILTERS[-1], 4, 4)
+    assert model.get_layer("to_channels_last").output.shape[1:] == (4, 4, DEFAULT_FILTERS[-1])
 
 
 def test_custom_shape_and_classes():
@@ -62,7 +64,7 @@ def test_custom_shape_and_classes():
         convs_per_block=1,
     )
     assert model.output.shape == (None, 5)
-    assert model.get_layer("block2_pool").output.shape[1:] == (4, 4, 16)
+    assert model.get_layer("block2_pool").output.shape[1:] == (16, 4, 4)
     assert [layer.name for layer in batch_norm_layers(model)] == ["block1_bn1", "block2_bn1"]
 
 
@@ -132,7 +134,8 @@ def test_batch_norm_inference_vs_training(cifar_batch):
 
     # The first update is exactly moving = m * moving + (1 - m) * batch_mean.
     first_conv = keras.Model(model.input, model.get_layer("block1_conv1").output)
-    batch_mean = keras.ops.convert_to_numpy(first_conv(cifar_batch)).mean(axis=(0, 1, 2))
+    # (batch, channels, height, width): the statistics are per channel, over the others.
+    batch_mean = keras.ops.convert_to_numpy(first_conv(cifar_batch)).mean(axis=(0, 2, 3))
     layer = model.get_layer("block1_bn1")
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(layer.moving_mean),
