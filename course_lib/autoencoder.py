@@ -6,14 +6,11 @@ Decoder: the mirror image, `Dense` layers -> reshape -> stride-2 `Conv2DTranspos
 layers that double the size back (7x7x64 -> 14x14x32 -> 28x28x1 for MNIST); the last
 one has a sigmoid, so every output pixel lies in [0, 1] like the input pixels.
 
-Channels-first inside, NHWC outside: images enter and leave as `(batch, height, width,
-channels)`; a `Permute` after the input (`to_channels_first`) and one before `Flatten`
-(`to_channels_last`) let the encoder's convolutions compute channels-first, and the
-decoder reshapes to NHWC, moves the channels first for its transposed convolutions and
-back in its last layer (`image`). Why: Keras' torch backend runs every channels-last
-convolution as a copy to channels-first, torch's op and a copy back (BENCHMARKS.md).
-The weights (Keras kernels have the same layout in both) and the flattening order are
-those of a channels-last model, so the numbers are the same up to float rounding.
+Channels-first inside, NHWC outside (see `course_lib.layout` for why): images enter
+and leave as `(batch, height, width, channels)`; the encoder's convolutions compute
+channels-first between `to_channels_first` and `to_channels_last` (before `Flatten`),
+and the decoder reshapes to NHWC, moves the channels first for its transposed
+convolutions and back in its last layer (`image`).
 
 Example:
 
@@ -32,6 +29,8 @@ import numpy as np
 import keras  # course_lib/__init__.py has already selected the torch backend
 from keras import layers
 
+from course_lib.layout import CHANNELS_FIRST, to_channels_first, to_channels_last
+
 # Filters of the stride-2 stages, in order; an image gets as many stages as it can halve
 # cleanly while staying at least MIN_FEATURE_SIZE pixels wide (28 -> 14 -> 7: two stages;
 # 32 -> 16 -> 8 -> 4: three stages).
@@ -46,9 +45,6 @@ DEFAULT_INPUT_SHAPE = (28, 28, 1)
 # with 3e-3 the 5-D model leaves it (0.040 to 0.047 over 3 seeds, 2-D: 0.058).
 DEFAULT_LEARNING_RATE = 3e-3
 DEFAULT_BATCH_SIZE = 256
-CHANNELS_FIRST = "channels_first"
-TO_CHANNELS_FIRST = (3, 1, 2)
-TO_CHANNELS_LAST = (2, 3, 1)
 
 
 def _stages_for_size(size):
@@ -120,7 +116,7 @@ def encoder_features(image_inputs, image_shape):
     Returns:
         The hidden feature tensor, shape `(batch, HIDDEN_UNITS)`.
     """
-    features = layers.Permute(TO_CHANNELS_FIRST, name="to_channels_first")(image_inputs)
+    features = to_channels_first(image_inputs)
     for filters in stage_filters(image_shape):
         features = layers.Conv2D(
             filters,
@@ -130,8 +126,7 @@ def encoder_features(image_inputs, image_shape):
             activation="relu",
             data_format=CHANNELS_FIRST,
         )(features)
-    features = layers.Permute(TO_CHANNELS_LAST, name="to_channels_last")(features)
-    features = layers.Flatten()(features)
+    features = layers.Flatten()(to_channels_last(features))
     return layers.Dense(HIDDEN_UNITS, activation="relu")(features)
 
 
@@ -153,7 +148,7 @@ def decoder_outputs(latent_inputs, image_shape):
     features = layers.Dense(HIDDEN_UNITS, activation="relu")(latent_inputs)
     features = layers.Dense(int(np.prod(start_shape)), activation="relu")(features)
     features = layers.Reshape(start_shape)(features)
-    features = layers.Permute(TO_CHANNELS_FIRST, name="to_channels_first")(features)
+    features = to_channels_first(features)
     # Mirror of the encoder: 7x7x64 -> 14x14x32 -> 28x28x1 for MNIST.
     for filters in reversed(filters_per_stage[:-1]):
         features = layers.Conv2DTranspose(
@@ -173,7 +168,7 @@ def decoder_outputs(latent_inputs, image_shape):
         data_format=CHANNELS_FIRST,
         name="image_conv",
     )(features)
-    return layers.Permute(TO_CHANNELS_LAST, name="image")(features)
+    return to_channels_last(features, name="image")
 
 
 def build_autoencoder(

@@ -30,22 +30,18 @@ In training (`fit()` or `model(x, training=True)`) BN normalizes with the statis
 of the current batch and updates the moving averages; in inference (`predict()`,
 `evaluate()`, `model(x)`) it uses the moving averages and changes nothing.
 
-Channels-first inside, NHWC outside: the model takes `(batch, height, width, channels)`
-images and its first layer (`to_channels_first`) moves the channels to axis 1; the
-convolutions, BN (`axis=1`) and poolings compute channels-first, and `to_channels_last`
-moves them back before `flatten`. Why: Keras' torch backend runs every channels-last
-convolution and pooling as a copy to channels-first, torch's op, and a copy back; one
-transpose at each end instead took lab 1's CNN from 1.38x to 1.03x the step time of
-its plain-PyTorch twin on a CPU (BENCHMARKS.md). Inputs, outputs, weights (Keras kernels are HWIO either way) and the
-flattening order are those of a channels-last model, so the numbers are the same up
-to float rounding; only the internal layers' output shapes (e.g. in `model.summary()`)
-read `(batch, channels, height, width)`. The BN layers are course_lib's
+Channels-first inside, NHWC outside (see `course_lib.layout` for why): the model
+takes `(batch, height, width, channels)` images, its first layer (`to_channels_first`)
+moves the channels to axis 1, the convolutions, BN (`axis=1`) and poolings compute
+channels-first, and `to_channels_last` moves them back before `flatten`. The numbers
+are those of a channels-last model up to float rounding. The BN layers are course_lib's
 `BatchNormalization`, which runs torch's fused kernel (see `course_lib.batch_norm`).
 """
 
 import keras
 
 from course_lib.batch_norm import BatchNormalization
+from course_lib.layout import CHANNEL_AXIS, CHANNELS_FIRST, to_channels_first, to_channels_last
 
 DEFAULT_FILTERS = (32, 64, 128)
 DEFAULT_CONVS_PER_BLOCK = 2
@@ -60,10 +56,6 @@ DEFAULT_DROPOUT = 0.3
 BATCH_NORM_MOMENTUM = 0.9
 CIFAR10_INPUT_SHAPE = (32, 32, 3)
 CIFAR10_CLASSES = 10
-CHANNELS_FIRST = "channels_first"
-CHANNEL_AXIS = 1
-TO_CHANNELS_FIRST = (3, 1, 2)
-TO_CHANNELS_LAST = (2, 3, 1)
 
 
 def _check_arguments(num_classes, input_shape, filters, dropout, convs_per_block):
@@ -156,15 +148,14 @@ def build_cifar_cnn(
     input_shape = tuple(input_shape)
     _check_arguments(num_classes, input_shape, filters, dropout, convs_per_block)
     inputs = keras.Input(shape=input_shape, name="image")
-    x = keras.layers.Permute(TO_CHANNELS_FIRST, name="to_channels_first")(inputs)
+    x = to_channels_first(inputs)
     for block, block_filters in enumerate(filters, start=1):
         for index in range(1, convs_per_block + 1):
             x = _conv_unit(x, block_filters, batch_norm, block, index)
         x = keras.layers.MaxPooling2D(
             POOL_SIZE, data_format=CHANNELS_FIRST, name=f"block{block}_pool"
         )(x)
-    x = keras.layers.Permute(TO_CHANNELS_LAST, name="to_channels_last")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Flatten(name="flatten")(to_channels_last(x))
     x = keras.layers.Dense(DENSE_UNITS, kernel_initializer=KERNEL_INITIALIZER, name="dense")(x)
     x = keras.layers.ReLU(name="dense_relu")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)

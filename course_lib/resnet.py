@@ -32,8 +32,9 @@ Exact equivalence with torchvision, so that its ImageNet weights can be used:
 - Convolutions have no bias (BN follows them). Kernels are initialized like
   torchvision's (He normal, fan_out).
 
-Channels-first inside, NHWC outside: the model takes `(batch, height, width, channels)`
-images; its first layer (`to_channels_first`) moves the channels to axis 1, every
+Channels-first inside, NHWC outside (see `course_lib.layout`): the model takes
+`(batch, height, width, channels)` images; its first layer (`to_channels_first`) moves
+the channels to axis 1, every
 padding, convolution, BN (`axis=1`, course_lib's fused `BatchNormalization`) and pooling
 computes channels-first like torchvision, and 4-D features (`include_top=False`,
 `pooling=None`) leave through `to_channels_last` as `(batch, h/32, w/32, 512)`. Why:
@@ -54,6 +55,7 @@ import numpy as np
 
 from course_lib.batch_norm import BatchNormalization
 from course_lib.image_layers import GrayscaleToRGB, ImageNetNormalization
+from course_lib.layout import CHANNEL_AXIS, CHANNELS_FIRST, to_channels_first, to_channels_last
 from course_lib.cnn import batch_norm_layers
 
 TORCH_BATCH_NORM_MOMENTUM = 0.1
@@ -78,10 +80,6 @@ POOLINGS = (None, "avg", "max")
 # Torch's BN counts its updates in this buffer; Keras has no counterpart.
 IGNORED_TORCH_SUFFIX = ".num_batches_tracked"
 CLASSIFIER_PREFIX = "fc."
-CHANNELS_FIRST = "channels_first"
-CHANNEL_AXIS = 1
-TO_CHANNELS_FIRST = (3, 1, 2)
-TO_CHANNELS_LAST = (2, 3, 1)
 
 # torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu"), untruncated.
 CONV_INITIALIZER = {
@@ -140,7 +138,7 @@ def _basic_block(x, filters, strides, name):
 def _resnet18_graph(input_shape, num_classes, include_top, pooling, classifier_activation, name):
     """Builds the (randomly initialized) ResNet18 model."""
     inputs = keras.Input(shape=input_shape, name="image")
-    x = keras.layers.Permute(TO_CHANNELS_FIRST, name="to_channels_first")(inputs)
+    x = to_channels_first(inputs)
     x = _conv(x, STEM_FILTERS, STEM_KERNEL_SIZE, STRIDE, STEM_PADDING, name="conv1")
     x = _batch_norm(x, name="bn1")
     x = keras.layers.ReLU(name="relu")(x)
@@ -165,7 +163,7 @@ def _resnet18_graph(input_shape, num_classes, include_top, pooling, classifier_a
     elif pooling == "max":
         x = keras.layers.GlobalMaxPooling2D(data_format=CHANNELS_FIRST, name="global_maxpool")(x)
     else:
-        x = keras.layers.Permute(TO_CHANNELS_LAST, name="to_channels_last")(x)
+        x = to_channels_last(x)
     return keras.Model(inputs, x, name=name)
 
 
