@@ -35,33 +35,29 @@ def build_lab1_cnn(batch_norm, jit_compile=False):
     return model
 
 
-def build_lab1_cnn_channels_first(batch_norm, jit_compile=False):
-    """Lab 1's CNN computing in NCHW inside: an experiment, not a course model.
+def build_lab1_student_cnn_bn(jit_compile=False):
+    """Lab 1's batch-normalized CNN as the students write it: an experiment, not a course model.
 
-    Same layers, inputs still NHWC: one `Permute` to channels-first, then every
-    convolution, BN and pooling with `data_format="channels_first"`, which spares
-    Keras' torch backend a transpose to NCHW (and back) around each of them.
+    The reference solution's layers: channels-last throughout and
+    `keras.layers.BatchNormalization` (Keras' unfused BN), so that the table shows what
+    `course_lib`'s channels-first layout and fused BN (`lab1_cnn_bn`) save.
     """
     lab1 = course_lib.settings("lab1", "fast")
-    channels_first = "channels_first"
     inputs = keras.Input(shape=CIFAR_SHAPE, name="image")
-    x = layers.Permute((3, 1, 2), name="to_channels_first")(inputs)
-    for block, block_filters in enumerate(lab1["filters"], start=1):
-        for index in (1, 2):
+    x = inputs
+    for block_filters in lab1["filters"]:
+        for _ in (1, 2):
             x = layers.Conv2D(
-                block_filters, 3, padding="same", use_bias=not batch_norm,
-                kernel_initializer="he_normal", data_format=channels_first,
-                name=f"block{block}_conv{index}",
+                block_filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal"
             )(x)
-            if batch_norm:
-                x = layers.BatchNormalization(axis=1, momentum=0.9, name=f"block{block}_bn{index}")(x)
-            x = layers.ReLU(name=f"block{block}_relu{index}")(x)
-        x = layers.MaxPooling2D(2, data_format=channels_first, name=f"block{block}_pool")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(128, activation="relu", kernel_initializer="he_normal", name="dense")(x)
-    x = layers.Dropout(0.3, name="dropout")(x)
-    outputs = layers.Dense(10, activation="softmax", name="predictions")(x)
-    model = keras.Model(inputs, outputs, name="cifar_cnn_channels_first")
+            x = layers.BatchNormalization(momentum=0.9)(x)
+            x = layers.ReLU()(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(128, activation="relu", kernel_initializer="he_normal")(x)
+    x = layers.Dropout(0.3)(x)
+    outputs = layers.Dense(10, activation="softmax")(x)
+    model = keras.Model(inputs, outputs, name="cnn_with_batch_norm")
     model.compile(
         optimizer=keras.optimizers.Adam(lab1["learning_rate"]),
         loss=CLASSIFIER_LOSS,

@@ -15,9 +15,10 @@ Keras variants ("how"):
   batches: Keras' per-step cost without `fit`'s loop, data adapter and callbacks.
 - "jit": "fit" with `compile(jit_compile=True)` (torch.compile of the train step).
 
-Cases ending in "_nchw" are experiments, not course models: lab 1's CNN with the same
-layers computing channels-first inside (`keras_models.build_lab1_cnn_channels_first`),
-to measure what the channels-last layout costs Keras' torch backend.
+`lab1_student_cnn_bn` is an experiment, not a course model: lab 1's batch-normalized
+CNN as the students write it (channels-last, `keras.layers.BatchNormalization`;
+`keras_models.build_lab1_student_cnn_bn`), to measure what course_lib's channels-first
+layout and fused BN save against the same layers in Keras' defaults.
 
 The torch side draws shuffled batches by indexing NCHW tensors (one permutation per
 round) and runs zero_grad / forward / loss / backward / Adam step, and sums the loss
@@ -89,15 +90,9 @@ CASES = {
             lambda: torch_models.CifarCNN(batch_norm=True),
         ),
         Case(
-            "lab1_cnn_nchw", "lab1", course_lib.settings("lab1", "fast")["batch_size"],
+            "lab1_student_cnn_bn", "lab1", course_lib.settings("lab1", "fast")["batch_size"],
             keras_models.CIFAR_SHAPE, True, 30,
-            lambda jit: keras_models.build_lab1_cnn_channels_first(False, jit),
-            lambda: torch_models.CifarCNN(batch_norm=False),
-        ),
-        Case(
-            "lab1_cnn_bn_nchw", "lab1", course_lib.settings("lab1", "fast")["batch_size"],
-            keras_models.CIFAR_SHAPE, True, 30,
-            lambda jit: keras_models.build_lab1_cnn_channels_first(True, jit),
+            keras_models.build_lab1_student_cnn_bn,
             lambda: torch_models.CifarCNN(batch_norm=True),
         ),
         Case(

@@ -6,6 +6,12 @@ Decoder: the mirror image, `Dense` layers -> reshape -> stride-2 `Conv2DTranspos
 layers that double the size back (7x7x64 -> 14x14x32 -> 28x28x1 for MNIST); the last
 one has a sigmoid, so every output pixel lies in [0, 1] like the input pixels.
 
+Channels-first inside, NHWC outside (see `course_lib.layout` for why): images enter
+and leave as `(batch, height, width, channels)`; the encoder's convolutions compute
+channels-first between `to_channels_first` and `to_channels_last` (before `Flatten`),
+and the decoder reshapes to NHWC, moves the channels first for its transposed
+convolutions and back in its last layer (`image`).
+
 Example:
 
 ```python
@@ -22,6 +28,8 @@ import numpy as np
 
 import keras  # course_lib/__init__.py has already selected the torch backend
 from keras import layers
+
+from course_lib.layout import CHANNELS_FIRST, to_channels_first, to_channels_last
 
 # Filters of the stride-2 stages, in order; an image gets as many stages as it can halve
 # cleanly while staying at least MIN_FEATURE_SIZE pixels wide (28 -> 14 -> 7: two stages;
@@ -108,12 +116,17 @@ def encoder_features(image_inputs, image_shape):
     Returns:
         The hidden feature tensor, shape `(batch, HIDDEN_UNITS)`.
     """
-    features = image_inputs
+    features = to_channels_first(image_inputs)
     for filters in stage_filters(image_shape):
         features = layers.Conv2D(
-            filters, KERNEL_SIZE, strides=2, padding="same", activation="relu"
+            filters,
+            KERNEL_SIZE,
+            strides=2,
+            padding="same",
+            activation="relu",
+            data_format=CHANNELS_FIRST,
         )(features)
-    features = layers.Flatten()(features)
+    features = layers.Flatten()(to_channels_last(features))
     return layers.Dense(HIDDEN_UNITS, activation="relu")(features)
 
 
@@ -135,14 +148,27 @@ def decoder_outputs(latent_inputs, image_shape):
     features = layers.Dense(HIDDEN_UNITS, activation="relu")(latent_inputs)
     features = layers.Dense(int(np.prod(start_shape)), activation="relu")(features)
     features = layers.Reshape(start_shape)(features)
+    features = to_channels_first(features)
     # Mirror of the encoder: 7x7x64 -> 14x14x32 -> 28x28x1 for MNIST.
     for filters in reversed(filters_per_stage[:-1]):
         features = layers.Conv2DTranspose(
-            filters, KERNEL_SIZE, strides=2, padding="same", activation="relu"
+            filters,
+            KERNEL_SIZE,
+            strides=2,
+            padding="same",
+            activation="relu",
+            data_format=CHANNELS_FIRST,
         )(features)
-    return layers.Conv2DTranspose(
-        channels, KERNEL_SIZE, strides=2, padding="same", activation="sigmoid", name="image"
+    features = layers.Conv2DTranspose(
+        channels,
+        KERNEL_SIZE,
+        strides=2,
+        padding="same",
+        activation="sigmoid",
+        data_format=CHANNELS_FIRST,
+        name="image_conv",
     )(features)
+    return to_channels_last(features, name="image")
 
 
 def build_autoencoder(

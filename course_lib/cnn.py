@@ -29,9 +29,19 @@ Where the batch normalization goes, and why:
 In training (`fit()` or `model(x, training=True)`) BN normalizes with the statistics
 of the current batch and updates the moving averages; in inference (`predict()`,
 `evaluate()`, `model(x)`) it uses the moving averages and changes nothing.
+
+Channels-first inside, NHWC outside (see `course_lib.layout` for why): the model
+takes `(batch, height, width, channels)` images, its first layer (`to_channels_first`)
+moves the channels to axis 1, the convolutions, BN (`axis=1`) and poolings compute
+channels-first, and `to_channels_last` moves them back before `flatten`. The numbers
+are those of a channels-last model up to float rounding. The BN layers are course_lib's
+`BatchNormalization`, which runs torch's fused kernel (see `course_lib.batch_norm`).
 """
 
 import keras
+
+from course_lib.batch_norm import BatchNormalization
+from course_lib.layout import CHANNEL_AXIS, CHANNELS_FIRST, to_channels_first, to_channels_last
 
 DEFAULT_FILTERS = (32, 64, 128)
 DEFAULT_CONVS_PER_BLOCK = 2
@@ -93,11 +103,12 @@ def _conv_unit(x, filters, batch_norm, block, index):
         padding="same",
         use_bias=not batch_norm,
         kernel_initializer=KERNEL_INITIALIZER,
+        data_format=CHANNELS_FIRST,
         name=f"block{block}_conv{index}",
     )(x)
     if batch_norm:
-        x = keras.layers.BatchNormalization(
-            momentum=BATCH_NORM_MOMENTUM, name=f"block{block}_bn{index}"
+        x = BatchNormalization(
+            axis=CHANNEL_AXIS, momentum=BATCH_NORM_MOMENTUM, name=f"block{block}_bn{index}"
         )(x)
     return keras.layers.ReLU(name=f"block{block}_relu{index}")(x)
 
@@ -114,8 +125,9 @@ def build_cifar_cnn(
     """Builds the lab's CIFAR-10 CNN (see the module docstring for the structure).
 
     Args:
-        batch_norm: if True, a `BatchNormalization` (momentum 0.9) follows every
-            `Conv2D`, before its ReLU, and the convolutions have no bias.
+        batch_norm: if True, a `BatchNormalization` (momentum 0.9; course_lib's fused
+            one) follows every `Conv2D`, before its ReLU, and the convolutions have no
+            bias.
         num_classes: number of classes of the softmax output.
         input_shape: `(height, width, channels)` of the images (pixels in [0, 1]).
         filters: number of filters of the convolutions of each block; one block per
@@ -126,7 +138,8 @@ def build_cifar_cnn(
         name: model name; "cifar_cnn_bn" or "cifar_cnn" by default.
 
     Returns:
-        An uncompiled functional `keras.Model` mapping images to class probabilities.
+        An uncompiled functional `keras.Model` mapping NHWC images to class
+        probabilities (channels-first inside, see the module docstring).
 
     Raises:
         ValueError: on an invalid argument (the message echoes it).
@@ -135,12 +148,14 @@ def build_cifar_cnn(
     input_shape = tuple(input_shape)
     _check_arguments(num_classes, input_shape, filters, dropout, convs_per_block)
     inputs = keras.Input(shape=input_shape, name="image")
-    x = inputs
+    x = to_channels_first(inputs)
     for block, block_filters in enumerate(filters, start=1):
         for index in range(1, convs_per_block + 1):
             x = _conv_unit(x, block_filters, batch_norm, block, index)
-        x = keras.layers.MaxPooling2D(POOL_SIZE, name=f"block{block}_pool")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
+        x = keras.layers.MaxPooling2D(
+            POOL_SIZE, data_format=CHANNELS_FIRST, name=f"block{block}_pool"
+        )(x)
+    x = keras.layers.Flatten(name="flatten")(to_channels_last(x))
     x = keras.layers.Dense(DENSE_UNITS, kernel_initializer=KERNEL_INITIALIZER, name="dense")(x)
     x = keras.layers.ReLU(name="dense_relu")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)

@@ -31,6 +31,19 @@ Exact equivalence with torchvision, so that its ImageNet weights can be used:
   width values per channel: a negligible difference.)
 - Convolutions have no bias (BN follows them). Kernels are initialized like
   torchvision's (He normal, fan_out).
+
+Channels-first inside, NHWC outside (see `course_lib.layout`): the model takes
+`(batch, height, width, channels)` images; its first layer (`to_channels_first`) moves
+the channels to axis 1, every
+padding, convolution, BN (`axis=1`, course_lib's fused `BatchNormalization`) and pooling
+computes channels-first like torchvision, and 4-D features (`include_top=False`,
+`pooling=None`) leave through `to_channels_last` as `(batch, h/32, w/32, 512)`. Why:
+Keras' torch backend runs every channels-last convolution and pooling as a copy to
+channels-first, torch's op and a copy back, and Keras' own BN as a dozen elementwise
+ops instead of torch's fused kernel; together they made a training step of lab 2's model
+2.8x slower than the same network in plain PyTorch (BENCHMARKS.md). Keras kernels are
+HWIO in both layouts, so the weights, their torchvision mapping and the weight files
+are unchanged; only the internal layers' output shapes read channels-first.
 """
 
 import os
@@ -40,7 +53,9 @@ import h5py
 import keras
 import numpy as np
 
+from course_lib.batch_norm import BatchNormalization
 from course_lib.image_layers import GrayscaleToRGB, ImageNetNormalization
+from course_lib.layout import CHANNEL_AXIS, CHANNELS_FIRST, to_channels_first, to_channels_last
 from course_lib.cnn import batch_norm_layers
 
 TORCH_BATCH_NORM_MOMENTUM = 0.1
@@ -86,12 +101,13 @@ DENSE_INITIALIZER = {
 def _conv(x, filters, kernel_size, strides, padding, name):
     """Torch-style convolution: symmetric zero padding, then a "valid" bias-free conv."""
     if padding:
-        x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
+        x = keras.layers.ZeroPadding2D(padding, data_format=CHANNELS_FIRST, name=f"{name}_pad")(x)
     return keras.layers.Conv2D(
         filters,
         kernel_size,
         strides=strides,
         padding="valid",
+        data_format=CHANNELS_FIRST,
         use_bias=False,
         kernel_initializer=keras.initializers.get(CONV_INITIALIZER),
         name=name,
@@ -99,15 +115,15 @@ def _conv(x, filters, kernel_size, strides, padding, name):
 
 
 def _batch_norm(x, name):
-    return keras.layers.BatchNormalization(
-        momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON, name=name
+    return BatchNormalization(
+        axis=CHANNEL_AXIS, momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON, name=name
     )(x)
 
 
 def _basic_block(x, filters, strides, name):
     """torchvision's BasicBlock; `name` is the torch module path with "_", e.g. layer2_0."""
     shortcut = x
-    if strides != 1 or x.shape[-1] != filters:
+    if strides != 1 or x.shape[CHANNEL_AXIS] != filters:
         shortcut = _conv(x, filters, 1, strides, 0, name=f"{name}_downsample_0")
         shortcut = _batch_norm(shortcut, name=f"{name}_downsample_1")
     y = _conv(x, filters, BLOCK_KERNEL_SIZE, strides, BLOCK_PADDING, name=f"{name}_conv1")
@@ -122,17 +138,20 @@ def _basic_block(x, filters, strides, name):
 def _resnet18_graph(input_shape, num_classes, include_top, pooling, classifier_activation, name):
     """Builds the (randomly initialized) ResNet18 model."""
     inputs = keras.Input(shape=input_shape, name="image")
-    x = _conv(inputs, STEM_FILTERS, STEM_KERNEL_SIZE, STRIDE, STEM_PADDING, name="conv1")
+    x = to_channels_first(inputs)
+    x = _conv(x, STEM_FILTERS, STEM_KERNEL_SIZE, STRIDE, STEM_PADDING, name="conv1")
     x = _batch_norm(x, name="bn1")
     x = keras.layers.ReLU(name="relu")(x)
-    x = keras.layers.ZeroPadding2D(POOL_PADDING, name="maxpool_pad")(x)
-    x = keras.layers.MaxPooling2D(POOL_SIZE, strides=STRIDE, name="maxpool")(x)
+    x = keras.layers.ZeroPadding2D(POOL_PADDING, data_format=CHANNELS_FIRST, name="maxpool_pad")(x)
+    x = keras.layers.MaxPooling2D(
+        POOL_SIZE, strides=STRIDE, data_format=CHANNELS_FIRST, name="maxpool"
+    )(x)
     for stage, filters in enumerate(STAGE_FILTERS, start=1):
         for block in range(BLOCKS_PER_STAGE):
             strides = STRIDE if (stage > 1 and block == 0) else 1
             x = _basic_block(x, filters, strides, name=f"layer{stage}_{block}")
     if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+        x = keras.layers.GlobalAveragePooling2D(data_format=CHANNELS_FIRST, name="avgpool")(x)
         x = keras.layers.Dense(
             num_classes,
             activation=classifier_activation,
@@ -140,9 +159,11 @@ def _resnet18_graph(input_shape, num_classes, include_top, pooling, classifier_a
             name="fc",
         )(x)
     elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+        x = keras.layers.GlobalAveragePooling2D(data_format=CHANNELS_FIRST, name="avgpool")(x)
     elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="global_maxpool")(x)
+        x = keras.layers.GlobalMaxPooling2D(data_format=CHANNELS_FIRST, name="global_maxpool")(x)
+    else:
+        x = to_channels_last(x)
     return keras.Model(inputs, x, name=name)
 
 

@@ -26,6 +26,35 @@ def test_shapes_and_output_range(input_shape, latent_dim):
     assert any(isinstance(layer, keras.layers.Conv2DTranspose) for layer in decoder.layers)
 
 
+def _channels_last_autoencoder(input_shape, latent_dim):
+    """The course autoencoder's layers from plain Keras layers, channels-last throughout."""
+    height, width, channels = input_shape
+    images = keras.Input(shape=input_shape)
+    x = images
+    for filters in (32, 64, 128):
+        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.Dense(latent_dim)(keras.layers.Dense(128, activation="relu")(keras.layers.Flatten()(x)))
+    x = keras.layers.Dense(4 * 4 * 128, activation="relu")(keras.layers.Dense(128, activation="relu")(x))
+    x = keras.layers.Reshape((height // 8, width // 8, 128))(x)
+    for filters in (64, 32):
+        x = keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2DTranspose(channels, 3, strides=2, padding="same", activation="sigmoid")(x)
+    return keras.Model(images, x)
+
+
+def test_channels_first_stacks_compute_what_channels_last_ones_do():
+    """Same weights, same NHWC images: same codes and reconstructions (float rounding)."""
+    input_shape, latent_dim = (32, 32, 3), 4
+    autoencoder, _, _ = build_autoencoder(latent_dim, input_shape=input_shape)
+    twin = _channels_last_autoencoder(input_shape, latent_dim)
+    twin.set_weights(autoencoder.get_weights())
+    images = np.random.default_rng(3).random((4, *input_shape)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(autoencoder(images)), keras.ops.convert_to_numpy(twin(images)),
+        rtol=1e-5, atol=1e-6,
+    )
+
+
 def test_compiled_with_mean_squared_error():
     autoencoder, _, _ = build_autoencoder(2)
     images = np.random.default_rng(1).random((16, 28, 28, 1)).astype("float32")

@@ -50,7 +50,9 @@ def test_output_shape_and_probabilities(batch_norm, cifar_batch):
     probabilities = keras.ops.convert_to_numpy(model(cifar_batch))
     assert probabilities.shape == (BATCH, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
-    assert model.get_layer("block3_pool").output.shape[1:] == (4, 4, DEFAULT_FILTERS[-1])
+    # Channels-first inside (see course_lib.cnn), channels-last again before flatten.
+    assert model.get_layer("block3_pool").output.shape[1:] == (DEFAULT_FILTERS[-1], 4, 4)
+    assert model.get_layer("to_channels_last").output.shape[1:] == (4, 4, DEFAULT_FILTERS[-1])
 
 
 def test_custom_shape_and_classes():
@@ -62,7 +64,7 @@ def test_custom_shape_and_classes():
         convs_per_block=1,
     )
     assert model.output.shape == (None, 5)
-    assert model.get_layer("block2_pool").output.shape[1:] == (4, 4, 16)
+    assert model.get_layer("block2_pool").output.shape[1:] == (16, 4, 4)
     assert [layer.name for layer in batch_norm_layers(model)] == ["block1_bn1", "block2_bn1"]
 
 
@@ -132,7 +134,8 @@ def test_batch_norm_inference_vs_training(cifar_batch):
 
     # The first update is exactly moving = m * moving + (1 - m) * batch_mean.
     first_conv = keras.Model(model.input, model.get_layer("block1_conv1").output)
-    batch_mean = keras.ops.convert_to_numpy(first_conv(cifar_batch)).mean(axis=(0, 1, 2))
+    # (batch, channels, height, width): the statistics are per channel, over the others.
+    batch_mean = keras.ops.convert_to_numpy(first_conv(cifar_batch)).mean(axis=(0, 2, 3))
     layer = model.get_layer("block1_bn1")
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(layer.moving_mean),
@@ -173,3 +176,44 @@ def test_short_training_reduces_the_loss(batch_norm):
         probe_images, probe_labels, batch_size=LOSS_BATCH_SIZE, verbose=0
     )
     assert np.isfinite(inference_loss)
+
+
+def _channels_last_twin(model, filters, convs_per_block):
+    """The same CNN from plain Keras layers, channels-last throughout, with `model`'s weights."""
+    inputs = keras.Input(shape=model.input.shape[1:])
+    x = inputs
+    for block, block_filters in enumerate(filters, start=1):
+        for index in range(1, convs_per_block + 1):
+            x = keras.layers.Conv2D(
+                block_filters, 3, padding="same", use_bias=False, name=f"block{block}_conv{index}"
+            )(x)
+            x = keras.layers.BatchNormalization(
+                momentum=BATCH_NORM_MOMENTUM, name=f"block{block}_bn{index}"
+            )(x)
+            x = keras.layers.ReLU()(x)
+        x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(128, activation="relu", name="dense")(x)
+    outputs = keras.layers.Dense(10, activation="softmax", name="predictions")(x)
+    twin = keras.Model(inputs, outputs)
+    for layer in twin.layers:
+        if layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    return twin
+
+
+def test_channels_first_model_computes_what_a_channels_last_one_does(cifar_batch):
+    """Same weights, same NHWC images: same outputs and moving statistics (float rounding)."""
+    filters, convs_per_block = (8, 16), 1
+    model = build_cifar_cnn(
+        batch_norm=True, filters=filters, convs_per_block=convs_per_block, dropout=0.0
+    )
+    twin = _channels_last_twin(model, filters, convs_per_block)
+    for training in (True, False, True):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(model(cifar_batch, training=training)),
+            keras.ops.convert_to_numpy(twin(cifar_batch, training=training)),
+            rtol=1e-4, atol=1e-6,
+        )
+    for ours, theirs in zip(_moving_statistics(model), _moving_statistics(twin)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)

@@ -4,6 +4,7 @@ The mapping is checked against `torch_resnet18.py`, a plain-PyTorch ResNet18 wit
 torchvision's module names: same weights and same input must give the same output.
 """
 
+import copy
 import importlib.util
 import pathlib
 
@@ -100,6 +101,53 @@ def test_converted_model_matches_torch(torch_model, converted_model, size):
     actual = _keras_numpy(converted_model, images)
     assert actual.shape == expected.shape
     assert _relative_error(expected, actual) < RELATIVE_TOLERANCE
+
+
+def _gradient(variable):
+    return variable.value.grad.numpy()
+
+
+def test_training_step_matches_torch(torch_model):
+    """Batch statistics, gradients and moving statistics of a training step, as in torch.
+
+    Keras' moving variance takes the biased batch variance (over n values per channel),
+    torch's running variance the unbiased one: their updates differ by n / (n - 1).
+    """
+    threads = torch.get_num_threads()
+    # One thread: backward passes with several threads took 10x longer on a busy CPU.
+    torch.set_num_threads(1)
+    try:
+        _check_training_step(torch_model)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_training_step(torch_model):
+    images = _random_images(MNIST_IMAGE_SIZE)
+    reference = copy.deepcopy(torch_model).train()
+    model = build_resnet18(input_shape=images.shape[1:], verbose=False)
+    load_torch_state_dict(model, reference.state_dict())
+    expected = reference(torch.from_numpy(np.transpose(images, (0, 3, 1, 2))))
+    torch.square(expected).sum().backward()
+    actual = model(images, training=True)
+    torch.square(actual).sum().backward()
+    assert _relative_error(expected.detach().numpy(), actual.detach().numpy()) < RELATIVE_TOLERANCE
+    conv1, bn1 = model.get_layer("conv1"), model.get_layer("bn1")
+    torch_kernel_gradient = np.transpose(reference.conv1.weight.grad.numpy(), (2, 3, 1, 0))
+    assert _relative_error(torch_kernel_gradient, _gradient(conv1.kernel)) < 1e-3
+    assert _relative_error(reference.bn1.weight.grad.numpy(), _gradient(bn1.gamma)) < 1e-3
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(bn1.moving_mean), reference.bn1.running_mean.numpy(),
+        rtol=1e-4, atol=1e-6,
+    )
+    momentum = reference.bn1.momentum
+    values_per_channel = images.shape[0] * (images.shape[1] // 2) * (images.shape[2] // 2)
+    start = torch_model.bn1.running_var.numpy()
+    torch_unbiased = (reference.bn1.running_var.numpy() - (1 - momentum) * start) / momentum
+    keras_biased = (keras.ops.convert_to_numpy(bn1.moving_variance) - (1 - momentum) * start) / momentum
+    np.testing.assert_allclose(
+        keras_biased, torch_unbiased * (values_per_channel - 1) / values_per_channel, rtol=2e-4
+    )
 
 
 def test_same_padding_would_not_match(torch_model):

@@ -190,7 +190,9 @@ def _course_registered_names(config, class_name):
     return found
 
 
-_COURSE_REGISTERING_MODULES = ("course_lib.image_layers", "course_lib.vae", "course_lib.resnet", "course_lib.cnn")
+_COURSE_REGISTERING_MODULES = (
+    "course_lib.image_layers", "course_lib.batch_norm", "course_lib.vae", "course_lib.resnet", "course_lib.cnn",
+)
 
 
 def _course_register_course_layers():
