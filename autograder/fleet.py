@@ -482,6 +482,8 @@ def grade_fleet(submissions, out_dir, address=None, cpus_per_job=1, gpus_per_job
     """
     ray = import_ray()
     validate_request(cpus_per_job, gpus_per_job)
+    if address:
+        check_reachable(address)  # before anything else: fail fast
     if options.pop("keep_work", False):
         raise FleetError("--keep-work is not available with --engine ray (scratch folders are on the runners); "
                          "grade the submission again with --engine local --keep-work.")

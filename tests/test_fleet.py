@@ -241,12 +241,16 @@ def test_a_request_no_node_can_meet_fails_at_once(ray_cluster, tmp_path):
 def test_an_unreachable_cluster_is_a_clear_error(tmp_path, capsys):
     notebook = _submission_of("invalid_json", tmp_path)
     address = f"127.0.0.1:{_free_port()}"
-    started = time.time()
     status = cli.main(["grade", str(notebook), "--out", str(tmp_path / "out"), "--engine", "ray",
                        "--address", address])
     error = capsys.readouterr().err
     assert status == 2 and f"Cannot reach the Ray cluster at {address!r}" in error and "ray start --head" in error
+    started = time.time()  # ray.init itself would wait for minutes
+    with pytest.raises(fleet.FleetError, match="Cannot reach"):
+        fleet.grade_fleet([notebook], tmp_path / "out", address=address, **OPTIONS)
     assert time.time() - started < 30
+    with pytest.raises(fleet.FleetError, match="expected HOST:PORT"):
+        fleet.check_reachable("head:port")
 
 
 def test_engine_ray_without_ray_says_how_to_install_it(tmp_path, monkeypatch, capsys):
