@@ -37,6 +37,7 @@ TOKEN_BYTES = 4
 JOB_FOLDER_PREFIX = "cgf-"
 JOB_FOLDER_DIGEST_CHARS = 10
 NOTEBOOK_SUFFIX = ".ipynb"
+MAX_ERROR_CHARS = 2000
 
 
 class FleetError(RuntimeError):
@@ -444,7 +445,7 @@ def _collect(ray, pending, out_dir, options, progress, request, tracker, version
             report, files = ray.get(ready[0])
             install_report(out_dir, name, files=files)
         except ray.exceptions.RayError as error:  # the worker died more often than retries allow
-            report = grade.grader_error_report(name, options.get("lab"), f"the Ray task failed: {error}")
+            report = grade.grader_error_report(name, options.get("lab"), f"the Ray task failed: {str(error)[:MAX_ERROR_CHARS]}")
             install_report(out_dir, name, report=report)
         finished_names.add(name)
         progress.running = max(0, progress.running - 1)

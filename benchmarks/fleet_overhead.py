@@ -1,12 +1,13 @@
-"""Overhead of the Ray engine against the local pool, per job and per batch.
+"""Overhead of the Ray engine against the local engine, per job and per batch.
 
-    python -m benchmarks.fleet_overhead [--small 4] [--large 20] [--workers 2]
+    python -m benchmarks.fleet_overhead [--jobs 20] [--workers 2]
 
 Each submission is a notebook that is not valid JSON: the grader rejects it without starting a
-kernel, so a job costs almost nothing and what is timed is the engine (starting the pool or the
-cluster, shipping the job, writing the report folder). Each engine grades a small and a large
-batch, each from a fresh start; the slope between them is the cost of one more job, the rest is
-the fixed cost of a batch. Prints a Markdown table with the machine's load.
+kernel, so a job costs almost nothing and what is timed is the engine. Four timings, one run:
+the local pool (`--workers N`, including its start), the local engine in-process (`--workers 1`:
+the bare cost of a job), starting a local Ray cluster, and the same batch through Ray on the
+started cluster (after a warm-up batch that starts its workers). Prints a Markdown table with
+the machine's load.
 """
 
 import argparse
@@ -16,7 +17,7 @@ import tempfile
 import time
 
 BROKEN_NOTEBOOK = '{"cells": ['
-DEFAULT_SMALL, DEFAULT_LARGE, DEFAULT_WORKERS = 4, 20, 2
+DEFAULT_JOBS, DEFAULT_WORKERS = 20, 2
 
 
 def make_submissions(folder, count):
@@ -31,63 +32,65 @@ def make_submissions(folder, count):
     return paths
 
 
-def time_batch(engine, submissions, out_dir, workers):
-    """Seconds to grade `submissions` with `engine` ("local" or "ray"), from a fresh pool or cluster."""
-    options = {"lab": "lab3", "profile": "fast", "progress": lambda line: None}
+def _timed(function, *args, **kwargs):
     started = time.perf_counter()
-    if engine == "local":
-        from autograder.grade import grade_batch
-
-        reports = grade_batch(submissions, out_dir, workers=workers, **options)
-    else:
-        from autograder.fleet import grade_fleet
-
-        reports = grade_fleet(submissions, out_dir, local_cpus=workers, **options)
-    seconds = time.perf_counter() - started
-    assert len(reports) == len(submissions) and all(report["status"] == "not graded" for report in reports)
-    return seconds
+    result = function(*args, **kwargs)
+    return time.perf_counter() - started, result
 
 
-def measure(small, large, workers):
-    """{engine: (small batch s, large batch s, s per extra job, fixed s)}."""
+def measure(jobs, workers):
+    """{label: seconds} of the four timings (see the module's docstring)."""
+    from autograder.fleet import connect, grade_fleet, import_ray
+    from autograder.grade import grade_batch
+
+    options = {"lab": "lab3", "profile": "fast", "progress": lambda line: None}
     results = {}
     with tempfile.TemporaryDirectory() as work:
-        batches = {size: make_submissions(pathlib.Path(work) / f"in-{size}", size) for size in (small, large)}
-        for engine in ("local", "ray"):
-            times = {size: time_batch(engine, batches[size], pathlib.Path(work) / f"out-{engine}-{size}", workers)
-                     for size in (small, large)}
-            per_job = (times[large] - times[small]) / (large - small)
-            results[engine] = (times[small], times[large], per_job, times[small] - small * per_job)
+        work = pathlib.Path(work)
+        batch, warm_up = make_submissions(work / "in", jobs), make_submissions(work / "warm", workers)
+        results["pool"], _ = _timed(grade_batch, batch, work / "pool", workers=workers, **options)
+        results["in_process"], _ = _timed(grade_batch, batch, work / "serial", workers=1, **options)
+        ray = import_ray()
+        results["ray_start"], _ = _timed(connect, ray, num_cpus=workers)
+        try:
+            grade_fleet(warm_up, work / "ray-warm", **options)
+            results["ray"], reports = _timed(grade_fleet, batch, work / "ray", **options)
+        finally:
+            ray.shutdown()
+        assert len(reports) == jobs and all(report["status"] == "not graded" for report in reports)
     return results
 
 
-def markdown(results, small, large, workers, load_before, load_after):
+def markdown(results, jobs, workers, load_before, load_after):
+    per_job = {label: seconds / jobs for label, seconds in results.items()}
     lines = [
         f"Load average (1 min) {load_before:.2f} before, {load_after:.2f} after; {os.cpu_count()} cores; "
-        f"{workers} jobs at a time (local pool: --workers {workers}; Ray: a local cluster of {workers} CPUs).",
+        f"{jobs} trivially failing submissions; {workers} jobs at a time for the pool and Ray.",
         "",
-        f"| engine | {small} jobs s | {large} jobs s | s per extra job | fixed s per batch |",
-        "|---|---|---|---|---|",
+        "| engine | batch s | s per job |",
+        "|---|---|---|",
+        f"| local pool, --workers {workers} (its start included) | {results['pool']:.1f} | {per_job['pool']:.2f} |",
+        f"| local, in-process (--workers 1) | {results['in_process']:.1f} | {per_job['in_process']:.2f} |",
+        f"| Ray: starting a local cluster ({workers} CPUs) | {results['ray_start']:.1f} | |",
+        f"| Ray, on the started cluster | {results['ray']:.1f} | {per_job['ray']:.2f} |",
+        "",
+        f"Ray / in-process per job: {per_job['ray'] / per_job['in_process']:.1f}x; Ray's batch with its cluster "
+        f"start / the pool's: {(results['ray'] + results['ray_start']) / results['pool']:.1f}x.",
     ]
-    for engine, (small_s, large_s, per_job, fixed) in results.items():
-        lines.append(f"| {engine} | {small_s:.1f} | {large_s:.1f} | {per_job:.2f} | {fixed:.1f} |")
-    local, ray = results["local"], results["ray"]
-    lines += ["", f"Ray / local: {ray[2] / local[2]:.2f}x per extra job, {ray[3] / local[3]:.2f}x fixed cost."]
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fleet_overhead", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--small", type=int, default=DEFAULT_SMALL, help="jobs in the small batch")
-    parser.add_argument("--large", type=int, default=DEFAULT_LARGE, help="jobs in the large batch")
+    parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS, help="submissions per batch")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="jobs at a time")
     arguments = parser.parse_args(argv)
-    if not 0 < arguments.small < arguments.large:
-        parser.error(f"expected 0 < --small < --large; received {arguments.small} and {arguments.large}")
+    if arguments.jobs < 1 or arguments.workers < 1:
+        parser.error(f"expected --jobs and --workers of at least 1; received {arguments.jobs} and {arguments.workers}")
     load_before = os.getloadavg()[0]
-    results = measure(arguments.small, arguments.large, arguments.workers)
-    print(markdown(results, arguments.small, arguments.large, arguments.workers, load_before, os.getloadavg()[0]))
+    results = measure(arguments.jobs, arguments.workers)
+    print(markdown(results, arguments.jobs, arguments.workers, load_before, os.getloadavg()[0]))
     return 0
 
 
