@@ -1,4 +1,4 @@
-"""`python -m autograder grade SUBMISSION [SUBMISSION ...] --out DIR`"""
+"""`python -m autograder grade SUBMISSION [SUBMISSION ...] --out DIR` (and `grade --manifest`, `csv DIR`)"""
 
 import argparse
 import functools
