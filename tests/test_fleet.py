@@ -145,7 +145,7 @@ def ray_graded(ray_cluster, batch, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_ray_grades_equal_the_local_pool(local_grades, ray_graded):
+def test_ray_grades_equal_the_local_pool(ray_cluster, local_grades, ray_graded):  # Ray starts first, on a quiet machine
     for case, local in local_grades.items():
         assert _grades(ray_graded["reports"][case]) == _grades(local), case
     statuses = {case: report["status"] for case, report in local_grades.items()}
