@@ -29,6 +29,8 @@ MAX_RETRIES = 3
 PROGRESS_INTERVAL_S = 30
 CONNECT_TIMEOUT_S = 10
 LOCAL_START_ATTEMPTS = 3
+# Stand-ins for slow optional imports, first on the local cluster's PYTHONPATH (see the folder).
+QUIET_IMPORTS_DIR = "ray_quiet_imports"
 DEFAULT_RAY_PORT = 6379
 RAY_CLIENT_SCHEME = "ray://"
 TEMPORARY_PREFIX = ".tmp-"
@@ -121,6 +123,7 @@ def connect(ray, address=None, num_cpus=None, num_gpus=None):
         except Exception as error:  # Ray raises ConnectionError, RuntimeError or plain Exception
             raise FleetError(f"Cannot join the Ray cluster at {address!r}: {type(error).__name__}: {error}") from None
         return True
+    _quiet_slow_optional_imports()
     problem = None
     for _ in range(LOCAL_START_ATTEMPTS):  # a busy machine can miss Ray's start-up deadlines once
         try:
@@ -131,6 +134,15 @@ def connect(ray, address=None, num_cpus=None, num_gpus=None):
             ray.shutdown()
     raise FleetError(f"Could not start a local Ray cluster ({LOCAL_START_ATTEMPTS} attempts; last: {problem}). "
                      f"Its logs are in /tmp/ray/session_latest/logs.")
+
+
+def _quiet_slow_optional_imports():
+    """Leaves jsonschema's slow optional import out of the local cluster's processes (they inherit PYTHONPATH)."""
+    folder = pathlib.Path(__file__).resolve().parent / QUIET_IMPORTS_DIR
+    if folder.is_dir():
+        entries = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+        if str(folder) not in entries:
+            os.environ["PYTHONPATH"] = os.pathsep.join([str(folder), *entries])
 
 
 def _node_offers(ray):
