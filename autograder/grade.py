@@ -141,7 +141,7 @@ def grade_submission(submission_path, out_dir, lab=None, profile="fast", timeout
         notebook_path = find_notebook(submission_path, lab)
         notebook, raw = read_notebook(notebook_path)
         strip_hidden_tests(notebook)
-        fingerprint_text = hashlib.sha256(raw + profile.encode() + version.encode()).hexdigest()
+        fingerprint_text = _fingerprint(raw, profile, version)
     except SubmissionError as error:
         lab_name = lab or detect_lab(submission_path)
         checks = _zero_checks(lab_name, str(error))
@@ -368,6 +368,32 @@ def _zero_checks(lab_name, message):
     ]
 
 
+def _fingerprint(raw, profile, version):
+    """What a report was graded from: the notebook's bytes, the profile and the course version."""
+    return hashlib.sha256(raw + profile.encode() + version.encode()).hexdigest()
+
+
+def finished_report(submission_path, folder, lab=None, profile="fast", version=None):
+    """The report already in `folder` if it graded this very submission, else None.
+
+    What `--resume` skips: a "graded" report of the same notebook bytes, profile and course
+    version. Unreadable submissions are never skipped (they are cheap to check again).
+
+    Args:
+        submission_path: the notebook, or a folder holding one.
+        folder: the submission's report folder.
+        lab: the lab, when given on the command line.
+        profile: the run profile.
+        version: `course_version()`, when the caller has it already.
+    """
+    try:
+        raw = read_notebook(find_notebook(submission_path, lab))[1]
+    except SubmissionError:
+        return None
+    report = _previous_report(pathlib.Path(folder), _fingerprint(raw, profile, version or course_version()))
+    return report if report is not None and report.get("status") == "graded" else None
+
+
 def _previous_report(folder, fingerprint_text):
     path = folder / reports.REPORT_FILE
     try:
@@ -422,13 +448,19 @@ def _unique_names(submissions):
     return names
 
 
+def grader_error_report(name, lab_name, message):
+    """The report of a submission the grader failed on (not the student's fault): status "grader error"."""
+    report = _failed_report(name, lab_name, f"Internal grader error: {message}", [])
+    report["status"] = "grader error"
+    return report
+
+
 def _grade_job(job):
     submission, name, options = job
     try:
         return grade_submission(submission, name=name, **options)
     except Exception as error:  # a grader bug must not stop the batch
-        report = _failed_report(name, options.get("lab"), f"Internal grader error: {type(error).__name__}: {error}", [])
-        report["status"] = "grader error"
+        report = grader_error_report(name, options.get("lab"), f"{type(error).__name__}: {error}")
         reports.write_report_files(pathlib.Path(options["out_dir"]) / name, report, None)
         return report
 

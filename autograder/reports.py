@@ -457,9 +457,15 @@ def write_report_files(folder, report, executed_notebook):
 
 
 def read_reports(out_dir):
-    """Reads every finished report under `out_dir`, sorted by submission name."""
+    """Reads every finished report under `out_dir`, sorted by submission name.
+
+    Hidden folders (`.tmp-*`, `.old-*`: a report folder being written or replaced) are not
+    reports; no submission's report folder name starts with a dot.
+    """
     reports = []
     for path in sorted(pathlib.Path(out_dir).glob(f"*/{REPORT_FILE}")):
+        if path.parent.name.startswith("."):
+            continue
         try:
             reports.append(json.loads(path.read_text()))
         except (OSError, json.JSONDecodeError):

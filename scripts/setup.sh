@@ -27,8 +27,8 @@ fi
 wanted="$(cat pyproject.toml | sha256sum | cut -c1-16)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$wanted" ]; then
   echo "setup: installing the course package and its dependencies"
-  pip_install -e ".[dev,prepare]"
-  "$VENV/bin/python" -c "import course_lib, autograder, nbgrader, tensorflow_datasets" 
+  pip_install -e ".[dev,prepare,fleet]"
+  "$VENV/bin/python" -c "import course_lib, autograder, nbgrader, tensorflow_datasets, ray" 
   echo "$wanted" > "$STAMP"
 fi
 
