@@ -31,6 +31,8 @@ def _parse_arguments(argv):
     parser.add_argument("--how", default="fit",
                         help="comma-separated Keras variants: fit, fit_dataloader, train_function, jit")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per side")
+    parser.add_argument("--precision", default="float32",
+                        help="comma-separated: float32, mixed_bfloat16 (Keras' dtype policy; torch.autocast bf16)")
     parser.add_argument("--steps", type=int, default=None,
                         help="training steps per round (default: each model's own)")
     parser.add_argument("--threads", type=int, default=THREADS_DEFAULT,
@@ -99,11 +101,13 @@ def _step_time_section(arguments, results):
     measured = []
     for name in names:
         for how in _split(arguments.how):
-            print(f"measuring {name} ({how}) ...", file=sys.stderr, flush=True)
-            result = step_time.measure_case(
-                step_time.CASES[name], how, rounds=arguments.rounds, steps=arguments.steps
-            )
-            measured.append(result)
+            for precision in _split(arguments.precision):
+                print(f"measuring {name} ({how}, {precision}) ...", file=sys.stderr, flush=True)
+                result = step_time.measure_case(
+                    step_time.CASES[name], how, rounds=arguments.rounds, steps=arguments.steps,
+                    precision=precision,
+                )
+                measured.append(result)
     results["step_time"] = measured
     return (
         "### Training step time, Keras / plain PyTorch\n\n"

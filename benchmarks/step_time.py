@@ -39,6 +39,10 @@ import course_lib  # selects the torch backend before keras_models imports keras
 from benchmarks import keras_models, torch_models
 
 KERAS_VARIANTS = ("fit", "fit_dataloader", "train_function", "jit")
+# Where the torch twin trains: the GPU when torch sees one, as Keras' torch backend does.
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+# "float32", or "mixed_bfloat16": Keras' global dtype policy, and torch.autocast in bf16 for the twin.
+PRECISIONS = ("float32", "mixed_bfloat16")
 DEFAULT_ROUNDS = 5
 DEFAULT_SEED = 0
 
@@ -194,30 +198,32 @@ class KerasRunner:
 class TorchRunner:
     """Trains the plain-PyTorch twin for one round."""
 
-    def __init__(self, case, images, labels, learning_rate=1e-3):
+    def __init__(self, case, images, labels, learning_rate=1e-3, precision="float32"):
         self.case = case
-        self.model = case.build_torch()
+        self.mixed = precision == "mixed_bfloat16"
+        self.model = case.build_torch().to(DEVICE)
         if case.freeze_batch_norm:
             self.model.freeze_batch_norm()
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(parameters, lr=learning_rate)
         # Plain PyTorch keeps images NCHW.
-        self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-        self.labels = torch.from_numpy(labels)
+        self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(DEVICE)
+        self.labels = torch.from_numpy(labels).to(DEVICE)
 
     def _step(self, index, totals):
         images = self.images[index]
         self.optimizer.zero_grad(set_to_none=True)
-        if self.case.classifier:
-            labels = self.labels[index]
-            logits = self.model(images)
-            loss = functional.cross_entropy(logits, labels)
-            totals["correct"] += (logits.detach().argmax(dim=1) == labels).sum()
-        else:
-            reconstruction, kl = self.model.losses(images)
-            loss = (reconstruction + kl).mean()
-            totals["reconstruction"] += reconstruction.detach().sum()
-            totals["kl"] += kl.detach().sum()
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=self.mixed):
+            if self.case.classifier:
+                labels = self.labels[index]
+                logits = self.model(images)
+                loss = functional.cross_entropy(logits.float(), labels)
+                totals["correct"] += (logits.detach().argmax(dim=1) == labels).sum()
+            else:
+                reconstruction, kl = self.model.losses(images)
+                loss = (reconstruction.float() + kl.float()).mean()
+                totals["reconstruction"] += reconstruction.detach().float().sum()
+                totals["kl"] += kl.detach().float().sum()
         loss.backward()
         self.optimizer.step()
         totals["loss"] += loss.detach()
@@ -227,8 +233,8 @@ class TorchRunner:
         self.model.train()
         if self.case.freeze_batch_norm:
             self.model.freeze_batch_norm()
-        totals = {name: torch.zeros(()) for name in ("loss", "correct", "reconstruction", "kl")}
-        order = torch.randperm(len(self.images))
+        totals = {name: torch.zeros((), device=DEVICE) for name in ("loss", "correct", "reconstruction", "kl")}
+        order = torch.randperm(len(self.images), device=DEVICE)
         for start in range(0, len(self.images), self.case.batch_size):
             self._step(order[start : start + self.case.batch_size], totals)
         return {name: float(value) for name, value in totals.items()}
@@ -254,7 +260,7 @@ def _per_step(measurements, index, steps, scale):
     return [scale * measurement[index] / steps for measurement in measurements]
 
 
-def measure_case(case, how="fit", rounds=DEFAULT_ROUNDS, steps=None, seed=DEFAULT_SEED):
+def measure_case(case, how="fit", rounds=DEFAULT_ROUNDS, steps=None, seed=DEFAULT_SEED, precision="float32"):
     """Times Keras (`how`) against torch on `case`, interleaved.
 
     Args:
@@ -263,6 +269,7 @@ def measure_case(case, how="fit", rounds=DEFAULT_ROUNDS, steps=None, seed=DEFAUL
         rounds: timed rounds per side (after one warm-up round each).
         steps: training steps per round; defaults to `case.steps`.
         seed: seed of the data and of both models' initialization.
+        precision: one of `PRECISIONS` (both sides alike).
 
     Returns:
         A dict: `case`, `how`, `batch_size`, `steps`, `rounds`; `keras_ms` and
@@ -275,12 +282,20 @@ def measure_case(case, how="fit", rounds=DEFAULT_ROUNDS, steps=None, seed=DEFAUL
         includes building and, with "jit", compiling the step), and
         `keras_rounds_ms`/`torch_rounds_ms` (wall time per step of every round).
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"`precision` must be one of {PRECISIONS}. Received: precision={precision!r}")
+    import keras
+
     steps = steps or case.steps
     images, labels = make_data(case, steps * case.batch_size, seed)
     course_lib.set_seed(seed)
-    keras_runner = KerasRunner(case, how, images, labels)
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        keras_runner = KerasRunner(case, how, images, labels)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     torch.manual_seed(seed)
-    torch_runner = TorchRunner(case, images, labels)
+    torch_runner = TorchRunner(case, images, labels, precision=precision)
     # Warm-up: builds the train function (compiles it with "jit"), the optimizer state...
     keras_warmup = _timed(keras_runner.run)[0]
     torch_warmup = _timed(torch_runner.run)[0]
@@ -302,6 +317,8 @@ def measure_case(case, how="fit", rounds=DEFAULT_ROUNDS, steps=None, seed=DEFAUL
     return {
         "case": case.name,
         "how": how,
+        "precision": precision,
+        "device": DEVICE.type,
         "batch_size": case.batch_size,
         "steps": steps,
         "rounds": rounds,
@@ -322,6 +339,12 @@ def measure_case(case, how="fit", rounds=DEFAULT_ROUNDS, steps=None, seed=DEFAUL
     }
 
 
+def _variant(result):
+    """The Keras variant, with the precision and device where they are not the CPU's float32."""
+    extras = [value for value in (result.get("precision"), result.get("device")) if value not in (None, "float32", "cpu")]
+    return " ".join([result["how"], *extras])
+
+
 def format_table(results, target_ratio=None):
     """Formats `measure_case` results as a Markdown table."""
     lines = [
@@ -332,7 +355,7 @@ def format_table(results, target_ratio=None):
     ]
     for result in results:
         line = (
-            f"| {result['case']} | {result['how']} | {result['batch_size']} "
+            f"| {result['case']} | {_variant(result)} | {result['batch_size']} "
             f"| {result['steps']} x {result['rounds']} | {result['keras_ms']:.1f} "
             f"| {result['torch_ms']:.1f} | {result['ratio']:.2f} "
             f"| {result['ratio_low']:.2f}-{result['ratio_high']:.2f} "

@@ -182,3 +182,17 @@ def test_likelihood_table_has_one_row_per_seed():
     assert len(lines) == 2 + len(rows)
     assert lines[2].startswith("| 0 |") and "145.0 (100)" in lines[2]
     assert "146.0 (100)" in lines[3]
+
+
+def test_mixed_bfloat16_runs_both_sides_in_bf16_and_restores_the_policy():
+    import keras
+
+    torch.set_num_threads(1)
+    result = step_time.measure_case(step_time.CASES["lab3_dense_vae"], "fit", rounds=1, steps=2,
+                                    precision="mixed_bfloat16")
+    assert result["precision"] == "mixed_bfloat16" and result["device"] == step_time.DEVICE.type
+    assert result["keras_ms"] > 0 and result["torch_ms"] > 0
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert "| fit mixed_bfloat16 |" in step_time.format_table([result])
+    with pytest.raises(ValueError, match="Received: precision='fp8'"):
+        step_time.measure_case(step_time.CASES["lab3_dense_vae"], precision="fp8")
