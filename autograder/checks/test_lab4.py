@@ -35,7 +35,6 @@ COURSE_LIB_LOSS_NAMES = ("gaussian_nll", "bernoulli_nll", "per_image_terms", "_b
 MAX_BAD_SHOWN = 3
 
 
-@functools.lru_cache(maxsize=None)
 def _gaussian_nll_parts(images, reconstructions):
     """Per image: (0.5 * sum (x - x_hat)^2 / variance, 0.5 * D * log(2 pi variance)), the batch's ML variance."""
     images = np.asarray(images, dtype=np.float64)
