@@ -25,12 +25,7 @@ def gaussian_kl_terms(z_mean, z_log_var):
     Raises:
         ValueError: if the shapes differ.
     """
-    z_mean = np.asarray(z_mean, dtype=np.float64)
-    z_log_var = np.asarray(z_log_var, dtype=np.float64)
-    if z_mean.shape != z_log_var.shape:
-        raise ValueError(
-            f"z_mean and z_log_var must have the same shape. Received: {z_mean.shape} and {z_log_var.shape}"
-        )
+    z_mean, z_log_var = _same_shape_float64(z_mean, z_log_var, "z_mean", "z_log_var")
     return 0.5 * (np.exp(z_log_var) + z_mean**2 - 1.0 - z_log_var)
 
 
@@ -53,12 +48,7 @@ def bernoulli_nll_terms(images, probabilities, epsilon=PROBABILITY_EPSILON):
     Raises:
         ValueError: if the shapes differ.
     """
-    images = np.asarray(images, dtype=np.float64)
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    if images.shape != probabilities.shape:
-        raise ValueError(
-            f"images and probabilities must have the same shape. Received: {images.shape} and {probabilities.shape}"
-        )
+    images, probabilities = _same_shape_float64(images, probabilities, "images", "probabilities")
     probabilities = np.clip(probabilities, epsilon, 1.0 - epsilon)
     return -(images * np.log(probabilities) + (1.0 - images) * np.log1p(-probabilities))
 
@@ -67,3 +57,14 @@ def bernoulli_nll(images, probabilities, epsilon=PROBABILITY_EPSILON):
     """Binary cross-entropy summed over the pixels of each image, float64 `(batch,)`."""
     terms = bernoulli_nll_terms(images, probabilities, epsilon)
     return terms.reshape(terms.shape[0], -1).sum(axis=1)
+
+
+def _same_shape_float64(first, second, first_name, second_name):
+    """Both arrays as float64; ValueError naming both shapes when they differ."""
+    first = np.asarray(first, dtype=np.float64)
+    second = np.asarray(second, dtype=np.float64)
+    if first.shape != second.shape:
+        raise ValueError(
+            f"{first_name} and {second_name} must have the same shape. Received: {first.shape} and {second.shape}"
+        )
+    return first, second
