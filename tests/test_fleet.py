@@ -36,6 +36,9 @@ GPU_VIEW_PATTERN = re.compile(r"GPU-VIEW: (None|'[^']*')")
 KILLED_CASE = GPU_VIEW_CASE
 LOGICAL_GPUS = 2
 KILL_AFTER_S = 4
+# The killed job's notebook sleeps this long: on an idle machine the whole job took ~5 s, so it
+# ended before the kill; under the corpus' 45-s notebook limit even on a loaded machine.
+KILLED_JOB_MIN_S = 12
 FIND_WORKER_TIMEOUT_S = 180
 RENDEZVOUS_TIMEOUT_S = 60
 OPTIONS = {"lab": "lab3", "profile": "fast", "timeout_s": LIMITS["timeout_s"],
@@ -58,7 +61,9 @@ def _gpu_view_submission(destination):
     """The flipped-KL notebook (valid, wrong) with a cell printing the kernel's CUDA_VISIBLE_DEVICES."""
     notebook = nbformat.read(CORPUS_DIR / "honest_flipped_kl" / "lab3.ipynb", as_version=4)
     notebook.cells.append(nbformat.v4.new_code_cell(
-        'import os\nprint("GPU-VIEW:", repr(os.environ.get("CUDA_VISIBLE_DEVICES")))'))
+        'import os\nimport time\n'
+        f'time.sleep({KILLED_JOB_MIN_S})  # long enough to be killed mid-job on an idle machine too\n'
+        'print("GPU-VIEW:", repr(os.environ.get("CUDA_VISIBLE_DEVICES")))'))
     target = destination / f"{GPU_VIEW_CASE}.ipynb"
     nbformat.write(notebook, target)
     return target
