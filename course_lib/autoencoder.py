@@ -118,16 +118,15 @@ def encoder_features(image_inputs, image_shape):
     """
     features = to_channels_first(image_inputs)
     for filters in stage_filters(image_shape):
-        features = layers.Conv2D(
-            filters,
-            KERNEL_SIZE,
-            strides=2,
-            padding="same",
-            activation="relu",
-            data_format=CHANNELS_FIRST,
-        )(features)
+        features = _stride2_stage(layers.Conv2D, filters, "relu")(features)
     features = layers.Flatten()(to_channels_last(features))
     return layers.Dense(HIDDEN_UNITS, activation="relu")(features)
+
+
+def _stride2_stage(layer_class, filters, activation, name=None):
+    """One stride-2, "same"-padded stage computed channels-first (Conv2D or Conv2DTranspose)."""
+    return layer_class(filters, KERNEL_SIZE, strides=2, padding="same", activation=activation,
+                       data_format=CHANNELS_FIRST, name=name)
 
 
 def decoder_outputs(latent_inputs, image_shape):
@@ -151,23 +150,8 @@ def decoder_outputs(latent_inputs, image_shape):
     features = to_channels_first(features)
     # Mirror of the encoder: 7x7x64 -> 14x14x32 -> 28x28x1 for MNIST.
     for filters in reversed(filters_per_stage[:-1]):
-        features = layers.Conv2DTranspose(
-            filters,
-            KERNEL_SIZE,
-            strides=2,
-            padding="same",
-            activation="relu",
-            data_format=CHANNELS_FIRST,
-        )(features)
-    features = layers.Conv2DTranspose(
-        channels,
-        KERNEL_SIZE,
-        strides=2,
-        padding="same",
-        activation="sigmoid",
-        data_format=CHANNELS_FIRST,
-        name="image_conv",
-    )(features)
+        features = _stride2_stage(layers.Conv2DTranspose, filters, "relu")(features)
+    features = _stride2_stage(layers.Conv2DTranspose, channels, "sigmoid", name="image_conv")(features)
     return to_channels_last(features, name="image")
 
 
