@@ -14,9 +14,9 @@ MNIST_SHAPE = (28, 28, 1)
 CIFAR_SHAPE = (32, 32, 3)
 CLASSIFIER_LOSS = "sparse_categorical_crossentropy"
 LAB2_FINETUNE_LEARNING_RATE_DIVISOR = 10
-LAB3_HIDDEN_UNITS = 256
+LAB3_HIDDEN_UNITS = (512, 256)  # lab 3's HIDDEN_UNITS (encoder; mirrored in the decoder)
 LAB3_LATENT_DIM = 2
-LAB3_LEARNING_RATE = 2e-3
+LAB3_LEARNING_RATE = course_lib.settings("lab3", "fast")["learning_rate"]
 LAB4_LATENT_DIM = 32
 LAB4_LEARNING_RATE = 1e-3
 SEED = 0
@@ -88,7 +88,8 @@ def build_lab2_resnet(jit_compile=False):
 def _dense_encoder(latent_dim):
     images = keras.Input(shape=MNIST_SHAPE, name="image")
     features = layers.Flatten()(images)
-    features = layers.Dense(LAB3_HIDDEN_UNITS, activation="relu")(features)
+    for units in LAB3_HIDDEN_UNITS:
+        features = layers.Dense(units, activation="relu")(features)
     z_mean = layers.Dense(latent_dim, name="z_mean")(features)
     z_log_var = layers.Dense(latent_dim, name="z_log_var")(features)
     z = vae_lib.Sampling(seed=SEED, name="z")([z_mean, z_log_var])
@@ -97,14 +98,16 @@ def _dense_encoder(latent_dim):
 
 def _dense_decoder(latent_dim):
     codes = keras.Input(shape=(latent_dim,), name="z")
-    features = layers.Dense(LAB3_HIDDEN_UNITS, activation="relu")(codes)
+    features = codes
+    for units in reversed(LAB3_HIDDEN_UNITS):
+        features = layers.Dense(units, activation="relu")(features)
     pixels = layers.Dense(int(np.prod(MNIST_SHAPE)), activation="sigmoid")(features)
     images = layers.Reshape(MNIST_SHAPE, name="image")(pixels)
     return keras.Model(codes, images, name="decoder")
 
 
 def build_lab3_vae(jit_compile=False):
-    """Lab 3's dense VAE (784-256-2, Bernoulli) as a `course_lib.vae.VAE`."""
+    """Lab 3's dense VAE (784-512-256-2, Bernoulli) as a `course_lib.vae.VAE`."""
     model = vae_lib.VAE(
         _dense_encoder(LAB3_LATENT_DIM), _dense_decoder(LAB3_LATENT_DIM), likelihood="bernoulli"
     )

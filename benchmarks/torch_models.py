@@ -31,7 +31,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MNIST_CLASSES = 10
 RESNET_STAGE_CHANNELS = 512
-DENSE_VAE_HIDDEN_UNITS = 256
+DENSE_VAE_HIDDEN_UNITS = (512, 256)  # lab 3's HIDDEN_UNITS
 DENSE_VAE_PIXELS = 28 * 28
 CONV_VAE_STAGE_FILTERS = (32, 64, 128)
 CONV_VAE_HIDDEN_UNITS = 128
@@ -140,8 +140,16 @@ def kl_divergence(z_mean, z_log_var):
     return 0.5 * (torch.expm1(z_log_var) - z_log_var + z_mean.square()).sum(dim=1)
 
 
+def _relu_stack(widths):
+    """Linear + ReLU layers through the given widths."""
+    layers = []
+    for width_in, width_out in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(width_in, width_out), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
 class DenseVAE(nn.Module):
-    """Twin of lab 3's VAE: 784 -> 256 -> (z_mean, z_log_var) and 2 -> 256 -> 784, Bernoulli.
+    """Twin of lab 3's VAE: 784 -> 512 -> 256 -> (z_mean, z_log_var) and 2 -> 256 -> 512 -> 784, Bernoulli.
 
     Args:
         latent_dim: size of the latent space.
@@ -149,20 +157,20 @@ class DenseVAE(nn.Module):
 
     def __init__(self, latent_dim=2):
         super().__init__()
-        self.hidden = nn.Linear(DENSE_VAE_PIXELS, DENSE_VAE_HIDDEN_UNITS)
-        self.z_mean = nn.Linear(DENSE_VAE_HIDDEN_UNITS, latent_dim)
-        self.z_log_var = nn.Linear(DENSE_VAE_HIDDEN_UNITS, latent_dim)
+        widths = (DENSE_VAE_PIXELS, *DENSE_VAE_HIDDEN_UNITS)
+        self.hidden = _relu_stack(widths)
+        self.z_mean = nn.Linear(widths[-1], latent_dim)
+        self.z_log_var = nn.Linear(widths[-1], latent_dim)
         self.decoder = nn.Sequential(
-            nn.Linear(latent_dim, DENSE_VAE_HIDDEN_UNITS),
-            nn.ReLU(),
-            nn.Linear(DENSE_VAE_HIDDEN_UNITS, DENSE_VAE_PIXELS),
+            _relu_stack((latent_dim, *reversed(DENSE_VAE_HIDDEN_UNITS))),
+            nn.Linear(widths[1], DENSE_VAE_PIXELS),
             nn.Sigmoid(),
         )
 
     def losses(self, images):
         """Per-image reconstruction NLL and KL (nats), `(batch,)` each."""
         pixels = torch.flatten(images, 1)
-        features = functional.relu(self.hidden(pixels))
+        features = self.hidden(pixels)
         z_mean, z_log_var = self.z_mean(features), self.z_log_var(features)
         probabilities = self.decoder(reparameterize(z_mean, z_log_var))
         probabilities = probabilities.clamp(PROBABILITY_EPSILON, 1.0 - PROBABILITY_EPSILON)

@@ -1,33 +1,32 @@
-"""Calibrates lab3's sample-quality thresholds and writes autograder/calibration/lab3.json.
+"""Calibrates lab3's sample-quality thresholds (autograder/calibration/lab3.json).
 
-Usage (from the repository root, with $COURSE_DATA_DIR set):
+Every run goes through the grader's own path (`calibration_common.run_seed`): the
+solution notebook with `SEED` set is executed in a grading kernel, its export is probed
+in the sandboxed probe process, and the decoded prior samples are scored exactly as
+`test_sample_quality` and `test_samples_are_not_copies` score them
+(`autograder.checks.test_lab3.prior_sample_quality`).
 
-    python scripts/calibrate_lab3.py --seeds 0 1 2 --probe-seeds 0 1
+Usage (from the repository root, `source scripts/env.sh` first):
 
-For every training seed it runs the code cells of the source notebook (the reference
-solution, the same code students complete; the graded check cells are skipped) with
-`SEED` set to that seed, then runs the grader's `samples` probe with several probe seeds
-and measures the decoded prior samples exactly as the hidden checks do. It also measures
-known-bad generators (`autograder/bad_generators.py`, plus the notebook's own decoder
-before training) and real held-out digits. A threshold lies at the geometric midpoint
-between the worst reference run and the best bad generator it must reject; the script
-fails unless every reference run passes every check and every bad generator fails one.
+    # known-good: the solution, one run per training seed
+    python scripts/calibrate_lab3.py --profile fast --seeds 0 1 2 3 4 --out /tmp/l3-good.json
+    # known-poor, trained and graded like a student's notebook (one run each)
+    python scripts/calibrate_lab3.py --profile fast --seeds --poor tenth_of_fast_budget kl_zero kl_flipped \
+        --out /tmp/l3-poor.json
+    # the thresholds, from both files (no training)
+    python scripts/calibrate_lab3.py --profile fast --combine /tmp/l3-good.json /tmp/l3-poor.json \
+        --out /tmp/l3.json --write-calibration
 
-Only the active profile (`$COURSE_PROFILE`, default fast) is measured (in the format of
-autograder/calibration.py; `quantities()` derives the thresholds from the stored
-measurements). The other profile's entry is kept, or, when it was never measured, marked
-unmeasured with this profile as its fallback.
+Known-poor models: the trained variants above (in `full`, `fast_budget` is the fast
+profile's training, 1/37 of the full budget) and the crude generators of
+`autograder/bad_generators.py`. A threshold lies at the geometric midpoint between the
+worst reference run and the best known-poor model (training copies excluded: they are
+real digits, and the copy check rejects them); `quantities()` refuses a threshold that
+does not separate the two sides.
 """
 
-import argparse
-import json
-import os
 import pathlib
 import sys
-import tempfile
-import time
-
-import numpy as np
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -35,32 +34,19 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 import course_lib  # noqa: E402  (torch backend before keras)
 
-from autograder import bad_generators, evaluators  # noqa: E402
-from autograder.probes.assemble import run_probes_in_process  # noqa: E402
 from autograder import calibration  # noqa: E402
-from calibration_common import (  # noqa: E402
-    SEED_LINE,
-    geometric_midpoint,
-    notebook_code_cells,
-    summarize,
-)
-from autograder.quality import sample_quality_report  # noqa: E402
-from course_lib.data import load_mnist  # noqa: E402
+from calibration_common import PROBE_SEED, geometric_midpoint, seeds_main, summarize  # noqa: E402
 
 LAB = "lab3"
 DATASET = "mnist"
-NOTEBOOK = REPO_ROOT / "source" / LAB / f"{LAB}.ipynb"
-CALIBRATION_FILE = calibration.calibration_path(LAB)
 DESCRIPTION = "Sample-quality thresholds of lab3's hidden checks, with the measurements they come from."
-TRAINING_CELL_MARKER = "vae.fit("
+BAD_GENERATOR_SEED = 0
+# Real digits no evaluator and no fast-profile VAE trained on (scripts/train_evaluators.py).
 HELD_OUT_EXAMPLES = 5000
-# Bad generators that must fail test_sample_quality; training copies must instead fail
-# test_samples_are_not_copies (their images are real digits, so they pass the first).
+# Generators whose images are real digits: the copy check rejects them, not the quality check.
 COPY_GENERATORS = ("training_copies",)
-# Share of (near) copies allowed. Fixed rather than midway: the copy check compares with a
-# random 10,000 of the training images (autograder.quality.MAX_TRAINING_IMAGES), so a pure
-# copier shows ~83% copies in the fast profile (12,000 training images) but only ~17% in
-# the full one (60,000); 5% rejects it in both, while a VAE's samples are far from copies.
+# Share of (near) copies allowed. Fixed rather than midway: a pure copier shows far more in
+# either profile, while a VAE's samples are far from copies (0 in every reference run).
 MAX_COPY_FRACTION = 0.05
 RECORDED_METRICS = (
     "frechet_distance",
@@ -70,194 +56,131 @@ RECORDED_METRICS = (
     "copy_fraction",
     "nn_mean_distance",
 )
-# The run times below include building the figures; the notebook's graded check cells are skipped.
+SETUP_CELL = 'SETTINGS = course_lib.settings("lab3")'
+KL_CELL = "def kl_divergence("
+FAST = course_lib.settings(LAB, "fast")
 
 
-def probe_samples(namespace, probe_seed):
-    """Runs the grader's `samples` probe and returns the decoded images."""
-    with tempfile.TemporaryDirectory() as folder:
-        items = run_probes_in_process(LAB, namespace, folder, seed=probe_seed, only=["samples"])
-        if not items["samples"]["ok"]:
-            raise RuntimeError(f"The samples probe failed: {items['samples']['error']}")
-        with np.load(pathlib.Path(folder) / "probe.npz") as data:
-            return data["samples/images"]
+def _budget(train_examples, epochs):
+    return f"SETTINGS = dict(SETTINGS, train_examples={train_examples}, epochs={epochs})"
 
 
-def measure(images, training_images):
-    report = sample_quality_report(DATASET, images, training_images)
-    return {name: round(float(report[name]), 6) for name in RECORDED_METRICS}
+def _kl_wrapped(expression, why):
+    return (f"_solution_kl_divergence = kl_divergence\n\n\n"
+            f"def kl_divergence(z_mean, z_log_var):  # planted for calibration: {why}\n"
+            f"    return {expression}\n")
 
 
-def run_reference(seed, probe_seeds, training_images, keep_untrained=False):
-    """Runs the notebook with `SEED = seed`; returns per-probe-seed metrics (and more)."""
-    namespace = {"__name__": "__main__"}
-    untrained = None
-    started = time.time()
-    for source in notebook_code_cells(NOTEBOOK):
-        source = SEED_LINE.sub(f"SEED = {seed}", source)
-        if keep_untrained and TRAINING_CELL_MARKER in source:
-            untrained = probe_samples(namespace, probe_seeds[0])
-        exec(compile(source, f"<{LAB} cell>", "exec"), namespace)
-    seconds = time.time() - started
-    history = {name: [round(float(value), 3) for value in values] for name, values in namespace["history"].history.items()}
-    per_probe_seed = {}
-    for probe_seed in probe_seeds:
-        per_probe_seed[str(probe_seed)] = measure(probe_samples(namespace, probe_seed), training_images)
-    return {"notebook_seconds": round(seconds, 1), "final_epoch": {k: v[-1] for k, v in history.items()},
-            "probe_seeds": per_probe_seed}, untrained
-
-
+# Known-poor notebooks: each one cell inserted into the solution (calibration_common.seeded_notebook).
+VARIANTS = {
+    "fast_budget": {
+        "what": f"the solution trained on the fast profile's budget ({FAST['train_examples']} images x "
+                f"{FAST['epochs']} epochs; 1/37 of the full budget), graded in the chosen profile",
+        "after": SETUP_CELL, "source": _budget(FAST["train_examples"], FAST["epochs"]),
+    },
+    "tenth_of_fast_budget": {
+        "what": f"the solution trained on 1/10 of the fast budget ({FAST['train_examples'] * FAST['epochs'] // 10} "
+                "images x 1 epoch)",
+        "after": SETUP_CELL, "source": _budget(FAST["train_examples"] * FAST["epochs"] // 10, 1),
+    },
+    "kl_zero": {
+        "what": "the solution with a KL term that is always 0 (an autoencoder: nothing pulls the codes to the prior)",
+        "after": KL_CELL, "source": _kl_wrapped("0.0 * _solution_kl_divergence(z_mean, z_log_var)", "KL always 0"),
+    },
+    "kl_flipped": {
+        "what": "the solution with the slide's sign error: the negative of the KL is minimized",
+        "after": KL_CELL, "source": _kl_wrapped("-_solution_kl_divergence(z_mean, z_log_var)", "KL sign flipped"),
+    },
+}
 THRESHOLD_RULE = (
     "max_frechet_distance and min_classifier_score: geometric midpoint between the worst "
-    "reference run (all training seeds x probe seeds) and the best bad generator (training "
-    "copies excluded: they are real digits); max_copy_fraction: fixed at 0.05 (a copier is "
-    "found at ~83% with 12,000 training images and ~17% with 60,000, since 10,000 of them "
-    "are compared), checked to lie between the reference runs and the copier."
+    "reference run and the best known-poor model (trained variants and crude generators; "
+    "training copies excluded: they are real digits); max_copy_fraction: fixed at 0.05, "
+    "checked to lie between the reference runs and the copier."
 )
 
 
-def choose_thresholds(reference_runs, bad):
-    """Picks each threshold between the reference runs and the bad generators."""
-    good = [metrics for run in reference_runs.values() for metrics in run["probe_seeds"].values()]
-    non_copies = {name: metrics for name, metrics in bad.items() if name not in COPY_GENERATORS}
-    worst_good_distance = max(metrics["frechet_distance"] for metrics in good)
-    best_bad_distance = min(metrics["frechet_distance"] for metrics in non_copies.values())
-    worst_good_score = min(metrics["classifier_score"] for metrics in good)
-    # Scores of generators the Fréchet distance does not already reject decide nothing here.
-    best_bad_score = max(metrics["classifier_score"] for metrics in non_copies.values())
-    worst_good_copies = max(metrics["copy_fraction"] for metrics in good)
-    best_bad_copies = min(bad[name]["copy_fraction"] for name in COPY_GENERATORS)
-    if not (worst_good_distance < best_bad_distance and worst_good_copies < MAX_COPY_FRACTION < best_bad_copies):
-        raise RuntimeError("The reference runs and the bad generators overlap; no threshold separates them.")
-    thresholds = {
-        "max_frechet_distance": round(geometric_midpoint(worst_good_distance, best_bad_distance), 3),
-        "min_classifier_score": round(geometric_midpoint(max(best_bad_score, 1.0), worst_good_score), 3)
-        if best_bad_score < worst_good_score
-        else round(worst_good_score / 1.25, 3),
-        "max_copy_fraction": MAX_COPY_FRACTION,
+def _scores(images, profile):
+    """The recorded metrics of decoded samples, as the checks compute them."""
+    from autograder.checks.test_lab3 import prior_sample_quality
+
+    report = prior_sample_quality(images, profile)
+    return {name: round(float(report[name]), 6) for name in RECORDED_METRICS}
+
+
+def measure(probes):
+    """One graded run's sample metrics (the `samples` probe, probe seed PROBE_SEED)."""
+    return _scores(probes.array("samples", "images"), probes.profile)
+
+
+def crude_generators(seeds, profile):
+    """Known-poor generators that need no training, scored like the runs (details entry)."""
+    from autograder import bad_generators, evaluators
+    from course_lib.data import load_mnist
+
+    num_samples = course_lib.settings("grading", profile)["num_samples"]
+    training_images, _ = load_mnist("train", limit=course_lib.settings(LAB, profile)["train_examples"])
+    all_training_images, _ = load_mnist("train")
+    held_out = all_training_images[-HELD_OUT_EXAMPLES:]
+    generators = {
+        name: _scores(bad_generators.make_bad_samples(name, DATASET, num_samples, BAD_GENERATOR_SEED,
+                                                      training_images, held_out), profile)
+        for name in bad_generators.BAD_GENERATOR_NAMES
     }
-    margins = {
-        "frechet_distance": {
-            "worst_reference": worst_good_distance,
-            "best_bad_generator": best_bad_distance,
-            "threshold_over_worst_reference": round(thresholds["max_frechet_distance"] / worst_good_distance, 3),
-            "best_bad_over_threshold": round(best_bad_distance / thresholds["max_frechet_distance"], 3),
-        },
-        "classifier_score": {
-            "worst_reference": worst_good_score,
-            "best_bad_generator_except_copies": best_bad_score,
-            "worst_reference_over_threshold": round(worst_good_score / thresholds["min_classifier_score"], 3),
-        },
-        "copy_fraction": {
-            "worst_reference": worst_good_copies,
-            "best_copying_generator": best_bad_copies,
-        },
+    return {
+        "evaluator_weights_sha256": evaluators.read_metadata()[DATASET]["weights_sha256"],
+        "num_samples": num_samples,
+        "probe_seed": PROBE_SEED,
+        "bad_generators": generators,
+        "real_held_out_digits": _scores(held_out[:num_samples], profile),
+        "rule": THRESHOLD_RULE,
     }
-    return thresholds, margins
 
 
 def quantities(details):
     """lab3's calibrated quantities, derived from the stored measurements in `details`."""
-    runs, bad = details["reference_runs"], details["bad_generators"]
-    thresholds, _ = choose_thresholds(runs, bad)
-    good = [metrics for run in runs.values() for metrics in run["probe_seeds"].values()]
-    what = (f"the solution notebook, training seeds {sorted(runs)} x probe seeds "
-            f"{details['probe_seeds']}, {details['num_samples']} samples each")
-    non_copies = {name: metrics for name, metrics in bad.items() if name not in COPY_GENERATORS}
-    poor_what = "autograder/bad_generators.py and the notebook's decoder before training (copies excluded)"
+    runs, bad = details["runs"], details["bad_generators"]
+    trained = {f"{run['name']} (seed {run['seed']})": run for run in details.get("poor_runs", [])}
+    non_copies = dict(trained, **{name: metrics for name, metrics in bad.items() if name not in COPY_GENERATORS})
+    good_what = (f"the solution notebook graded by the grader's path, training seeds {[run['seed'] for run in runs]}, "
+                 f"probe seed {details['probe_seed']}, {details['num_samples']} samples each")
+    poor_what = ("trained variants (" + "; ".join(f"{run['name']}: {run['what']}" for run in details.get("poor_runs", []))
+                 + ") and autograder/bad_generators.py (copies excluded)")
     rule = details["rule"]
+
+    def midpoint(metric, direction):
+        good = [run[metric] for run in runs]
+        poor = [metrics[metric] for metrics in non_copies.values()]
+        worst, best = (max(good), min(poor)) if direction == "at_most" else (min(good), max(poor))
+        return round(geometric_midpoint(worst, best), 3)
+
+    def poor_values(metric, models):
+        return {name: metrics[metric] for name, metrics in models.items()}
+
+    good_copies = [run["copy_fraction"] for run in runs]
     return {
         "max_frechet_distance": calibration.quantity(
             "Fréchet distance of the prior samples in the MNIST evaluator's features", "at_most",
-            [m["frechet_distance"] for m in good], what,
-            {name: m["frechet_distance"] for name, m in non_copies.items()}, poor_what, rule,
-            thresholds["max_frechet_distance"]),
+            [run["frechet_distance"] for run in runs], good_what, poor_values("frechet_distance", non_copies),
+            poor_what, rule, midpoint("frechet_distance", "at_most")),
         "min_classifier_score": calibration.quantity(
             "classifier score of the prior samples (MNIST evaluator)", "at_least",
-            [m["classifier_score"] for m in good], what,
-            {name: m["classifier_score"] for name, m in non_copies.items()}, poor_what, rule,
-            thresholds["min_classifier_score"]),
+            [run["classifier_score"] for run in runs], good_what, poor_values("classifier_score", non_copies),
+            poor_what, rule, midpoint("classifier_score", "at_least")),
         "max_copy_fraction": calibration.quantity(
-            "fraction of samples that are near copies of real images", "at_most",
-            [m["copy_fraction"] for m in good], what,
-            {name: bad[name]["copy_fraction"] for name in COPY_GENERATORS}, "generators that copy real digits",
-            rule, thresholds["max_copy_fraction"]),
+            "fraction of samples that are near copies of real images (training or test)", "at_most",
+            good_copies, good_what, {name: bad[name]["copy_fraction"] for name in COPY_GENERATORS},
+            "generators that copy real digits", rule, MAX_COPY_FRACTION),
     }
 
 
-def verdicts(metrics, thresholds):
-    quality = (
-        metrics["frechet_distance"] <= thresholds["max_frechet_distance"]
-        and metrics["classifier_score"] >= thresholds["min_classifier_score"]
-    )
-    return {"test_sample_quality": quality, "test_samples_are_not_copies": metrics["copy_fraction"] <= thresholds["max_copy_fraction"]}
+def run_summary(runs):
+    """The per-seed summary written to --out."""
+    return {name: summarize([run[name] for run in runs]) for name in RECORDED_METRICS} if runs else {}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--probe-seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--bad-seed", type=int, default=0)
-    parser.add_argument("--out", type=pathlib.Path, default=CALIBRATION_FILE)
-    arguments = parser.parse_args(argv)
-    profile = course_lib.active_profile()
-    num_samples = course_lib.settings("grading", profile)["num_samples"]
-    train_examples = course_lib.settings(LAB, profile)["train_examples"]
-    training_images, _ = load_mnist("train", limit=train_examples)
-    all_training_images, _ = load_mnist("train")
-    # Real digits no evaluator trained on (see scripts/train_evaluators.py) and, in the
-    # fast profile, no reference VAE either.
-    held_out_images = all_training_images[-HELD_OUT_EXAMPLES:]
-
-    reference_runs, untrained = {}, None
-    for index, seed in enumerate(arguments.seeds):
-        run, samples = run_reference(seed, arguments.probe_seeds, training_images, keep_untrained=index == 0)
-        reference_runs[str(seed)] = run
-        untrained = samples if samples is not None else untrained
-        print(f"seed {seed}: {json.dumps(run)}", flush=True)
-
-    bad = {"untrained_notebook_decoder": measure(untrained, training_images)}
-    for name in bad_generators.BAD_GENERATOR_NAMES:
-        images = bad_generators.make_bad_samples(
-            name, DATASET, num_samples, arguments.bad_seed, training_images, held_out_images
-        )
-        bad[name] = measure(images, training_images)
-        print(f"bad generator {name}: {bad[name]}", flush=True)
-    real = measure(held_out_images[:num_samples], training_images)
-    print(f"real held-out digits: {real}", flush=True)
-
-    thresholds, margins = choose_thresholds(reference_runs, bad)
-    failures = []
-    for seed, run in reference_runs.items():
-        for probe_seed, metrics in run["probe_seeds"].items():
-            if not all(verdicts(metrics, thresholds).values()):
-                failures.append(f"reference seed {seed} (probe seed {probe_seed}) fails")
-    for name, metrics in bad.items():
-        if all(verdicts(metrics, thresholds).values()):
-            failures.append(f"bad generator {name} passes")
-    if failures:
-        raise RuntimeError("; ".join(failures))
-
-    good = [metrics for run in reference_runs.values() for metrics in run["probe_seeds"].values()]
-    details = {
-        "evaluator_weights_sha256": evaluators.read_metadata()[DATASET]["weights_sha256"],
-        "num_samples": num_samples,
-        "train_examples": train_examples,
-        "probe_seeds": arguments.probe_seeds,
-        "reference_runs": reference_runs,
-        "reference_summary": {name: summarize([m[name] for m in good]) for name in RECORDED_METRICS},
-        "bad_generators": bad,
-        "real_held_out_digits": real,
-        "margins": margins,
-        "rule": THRESHOLD_RULE,
-    }
-    entry = calibration.profile_entry(
-        quantities(details), course_lib.settings(LAB, profile), arguments.seeds, details,
-        course_lib.describe_device(), load_average=round(os.getloadavg()[0], 2))
-    calibration.write_profile(arguments.out, LAB, "scripts/calibrate_lab3.py", DESCRIPTION, profile, entry)
-    print(f"thresholds ({profile}): {thresholds}")
-    print(f"wrote {arguments.out}")
-    return 0
+    return seeds_main(LAB, argv, DESCRIPTION, measure, quantities, run_summary, crude_generators, VARIANTS)
 
 
 if __name__ == "__main__":

@@ -40,21 +40,41 @@ TIMEOUT_S = 6 * 3600
 MEMORY_LIMIT_MB = 12_000
 
 
-def seeded_notebook(lab, seed):
+def seeded_notebook(lab, seed, variant=None):
     """The solution notebook with `SEED = seed` set right after its Setup cell.
 
     The graded test cells are left out: they check, they do not train.
+
+    Args:
+        lab: "lab1", ...
+        seed: the training seed.
+        variant: optional known-poor variant, `{"after": text, "source": code}`: a cell
+            with `code` is inserted right after the first code cell containing `text`
+            (a planted bug, or a smaller training budget, run exactly as a student's
+            notebook would be).
+
+    Raises:
+        RuntimeError: if no code cell contains the variant's `after` text.
     """
     notebook = nbformat.read(COURSE_ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
     notebook.cells = [cell for cell in notebook.cells if not cell.metadata.get("nbgrader", {}).get("grade")]
     first_code = next(index for index, cell in enumerate(notebook.cells) if cell.cell_type == "code")
     cell = nbformat.v4.new_code_cell(f"SEED = {int(seed)}\ncourse_lib.set_seed(SEED)")
     notebook.cells.insert(first_code + 1, cell)
+    if variant is not None:
+        where = [index for index, cell in enumerate(notebook.cells)
+                 if cell.cell_type == "code" and variant["after"] in cell.source]
+        if not where:
+            raise RuntimeError(f"No code cell of {lab}'s solution contains {variant['after']!r}; "
+                               "cannot insert the variant.")
+        notebook.cells.insert(where[0] + 1, nbformat.v4.new_code_cell(variant["source"]))
     return notebook
 
 
-def run_seed(lab, seed, data_dir, profile):
+def run_seed(lab, seed, data_dir, profile, variant=None):
     """Executes the seeded notebook in a grading kernel, then its probes (the grader's own path).
+
+    `variant`: see `seeded_notebook`.
 
     Returns:
         (ProbeResults, notebook seconds).
@@ -65,7 +85,7 @@ def run_seed(lab, seed, data_dir, profile):
     from autograder.checking import ProbeResults
     from autograder.grade import probe_notebook
 
-    notebook = seeded_notebook(lab, seed)
+    notebook = seeded_notebook(lab, seed, variant)
     probe_dir = pathlib.Path(tempfile.mkdtemp(prefix=f"calibrate-{lab}-{seed}-"))
     result, probe_run = probe_notebook(notebook, lab, probe_dir, PROBE_SEED, profile=profile, timeout_s=TIMEOUT_S,
                                        memory_limit_mb=MEMORY_LIMIT_MB, data_dir=data_dir)
@@ -75,13 +95,13 @@ def run_seed(lab, seed, data_dir, profile):
     return ProbeResults(probe_dir, profile=profile, lab=lab), result.seconds
 
 
-def combine(paths):
-    """The runs of several per-seed output files, in seed order."""
-    runs = [run for path in paths for run in json.loads(pathlib.Path(path).read_text())["runs"]]
-    return sorted(runs, key=lambda run: run["seed"])
+def combine(paths, key="runs"):
+    """The runs (or, with key="poor_runs", the known-poor runs) of several output files, in order."""
+    runs = [run for path in paths for run in json.loads(pathlib.Path(path).read_text()).get(key, [])]
+    return sorted(runs, key=lambda run: (run.get("name", ""), run["seed"]))
 
 
-def seeds_main(lab, argv, description, measure, quantities, summary, poor_details=None):
+def seeds_main(lab, argv, description, measure, quantities, summary, poor_details=None, variants=None):
     """The command line of a script that calibrates `lab` from its seeded solution, graded per seed.
 
     Args:
@@ -91,14 +111,22 @@ def seeds_main(lab, argv, description, measure, quantities, summary, poor_detail
         measure: `ProbeResults -> {value name: value}` of one seed's run.
         quantities: `details -> {threshold name: calibration.quantity(...)}` (the lab's rule).
         summary: `runs -> dict` written to --out beside the runs.
-        poor_details: optional `seeds -> dict` of known-poor measurements added to the details.
+        poor_details: optional `(seeds, profile) -> dict` of known-poor measurements that
+            need no training (crude generators), added to the details.
+        variants: optional `{name: {"what", "after", "source"}}`: known-poor notebooks (a
+            planted bug, a fraction of the budget) that `--poor NAME ...` trains and grades
+            exactly as the reference; their measurements go to `poor_runs`.
     """
     import course_lib
     from autograder import calibration
 
+    variants = variants or {}
     parser = argparse.ArgumentParser(description=f"Calibrates {lab}'s thresholds from seeded runs of its solution.")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--profile", choices=sorted(course_lib.profiles.PROFILES), default="fast")
+    parser.add_argument("--poor", nargs="*", default=[], choices=sorted(variants) or None,
+                        help="known-poor variants to train and grade (one run each, --poor-seed)")
+    parser.add_argument("--poor-seed", type=int, default=0)
     parser.add_argument("--out", type=pathlib.Path, required=True, help="the per-seed runs (JSON)")
     parser.add_argument("--combine", nargs="+", metavar="JSON",
                         help="summarize the runs of earlier outputs instead of running seeds")
@@ -107,17 +135,24 @@ def seeds_main(lab, argv, description, measure, quantities, summary, poor_detail
     arguments = parser.parse_args(argv)
     data_dir = os.environ.get("COURSE_DATA_DIR")
     runs = combine(arguments.combine) if arguments.combine else []
+    poor_runs = combine(arguments.combine, "poor_runs") if arguments.combine else []
     for seed in [] if arguments.combine else arguments.seeds:
         probes, seconds = run_seed(lab, seed, data_dir, arguments.profile)
         runs.append({"seed": seed, **measure(probes), "notebook_seconds": seconds})
         print(json.dumps(runs[-1]), flush=True)
+    for name in [] if arguments.combine else arguments.poor:
+        probes, seconds = run_seed(lab, arguments.poor_seed, data_dir, arguments.profile, variants[name])
+        poor_runs.append({"name": name, "what": variants[name]["what"], "seed": arguments.poor_seed,
+                          **measure(probes), "notebook_seconds": seconds})
+        print(json.dumps(poor_runs[-1]), flush=True)
     report = {"profile": arguments.profile, "settings": course_lib.settings(lab, arguments.profile), "runs": runs,
-              **summary(runs)}
+              **({"poor_runs": poor_runs} if poor_runs else {}), **summary(runs)}
     arguments.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {arguments.out}")
     if arguments.write_calibration:
         seeds = [run["seed"] for run in runs]
-        details = {"runs": runs, **(poor_details(seeds) if poor_details else {})}
+        details = {"runs": runs, **({"poor_runs": poor_runs} if poor_runs else {}),
+                   **(poor_details(seeds, arguments.profile) if poor_details else {})}
         entry = calibration.profile_entry(quantities(details), course_lib.settings(lab, arguments.profile), seeds,
                                           details, course_lib.describe_device(),
                                           load_average=round(os.getloadavg()[0], 2))

@@ -191,3 +191,30 @@ def test_the_seed_runner_writes_the_thresholds_its_runs_imply(tmp_path, monkeypa
     assert written["full"]["measured"] is False and written["full"]["fallback"] == "fast"
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [run["seed"] for run in summary["runs"]] == stored["seeds"]
+
+
+def test_a_known_poor_variant_is_one_cell_inserted_after_its_marker():
+    # Known-poor runs are the solution with one cell added (a planted bug, a smaller budget),
+    # graded through the same kernel and probe path as the reference runs.
+    import calibrate_lab3
+    import calibration_common
+
+    plain = calibration_common.seeded_notebook("lab3", 5)
+    for name, variant in calibrate_lab3.VARIANTS.items():
+        notebook = calibration_common.seeded_notebook("lab3", 5, variant)
+        assert len(notebook.cells) == len(plain.cells) + 1, name
+        index = [cell.source for cell in notebook.cells].index(variant["source"])
+        assert variant["after"] in notebook.cells[index - 1].source, name
+        assert "SEED = 5" in "".join(cell.source for cell in notebook.cells)
+    with pytest.raises(RuntimeError, match="no_such_line"):
+        calibration_common.seeded_notebook("lab3", 0, {"after": "no_such_line", "source": "x = 1"})
+
+
+def test_a_trained_poor_model_that_passes_refuses_the_threshold():
+    import calibrate_lab3
+
+    details = copy.deepcopy(calibration.load("lab3")["profiles"]["fast"]["details"])
+    best_good = min(details["runs"], key=lambda run: run["frechet_distance"])
+    details["poor_runs"].append(dict(best_good, name="as_good_as_the_reference", what="a copy of a good run"))
+    with pytest.raises(calibration.CalibrationError, match="does not separate"):
+        calibrate_lab3.quantities(details)

@@ -615,17 +615,33 @@ def _quality_report(probe):
 
 
 def _measure_quality(probe):
+    images = probe.array("samples", "images")
+    require_shape(images, (None,) + IMAGE_SHAPE, "vae.decoder(z) for z ~ N(0, I)")
+    try:
+        return prior_sample_quality(images, probe.profile)
+    except ValueError as error:
+        raise CheckFailure(f"The decoded prior samples cannot be scored: {error}") from None
+
+
+def prior_sample_quality(images, profile):
+    """The quality report of decoded prior samples, as both sample checks (and the calibration) read it.
+
+    Args:
+        images: float array (N, 28, 28, 1) in [0, 1].
+        profile: the run profile (its training images count as real images to not copy).
+
+    Returns:
+        `autograder.quality.sample_quality_report`'s dict.
+
+    Raises:
+        ValueError: if the images cannot be scored (too few, not finite, wrong range).
+    """
     import course_lib
 
     from autograder.quality import real_images, sample_quality_report
 
-    images = probe.array("samples", "images")
-    require_shape(images, (None,) + IMAGE_SHAPE, "vae.decoder(z) for z ~ N(0, I)")
-    reference = real_images("mnist", course_lib.settings("lab3", probe.profile)["train_examples"])
-    try:
-        return sample_quality_report("mnist", images, reference, max_training_images=None)
-    except ValueError as error:
-        raise CheckFailure(f"The decoded prior samples cannot be scored: {error}") from None
+    reference = real_images("mnist", course_lib.settings("lab3", profile)["train_examples"])
+    return sample_quality_report("mnist", images, reference, max_training_images=None)
 
 
 @check(points=3, probes=("samples",))
