@@ -60,7 +60,7 @@ POOR_VARIANTS = {
 }
 # The variants whose model_bn is a poor *accuracy*. With momentum 0.99 model_bn trains
 # but loses BN's gain over model_plain, and its accuracy varies (measured: 34.2% seed 0,
-# only 2 points under the worst correct seed; 26.7% seed 1): the comparison
+# only 0.5 points under the worst correct seed, 42; 26.7% seed 1): the comparison
 # (min_bn_minus_plain) is what rejects it, so it is a known-poor value of that one only.
 POOR_ACCURACY_VARIANTS = ("tenth_of_the_steps", "unused_batch_norm")
 
