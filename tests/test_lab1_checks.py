@@ -189,7 +189,8 @@ def namespace(exact_test_set, mistake=None, accuracy_bn=None, accuracy_plain=Non
     with Keras' default momentum) or "plain" (an oracle without BN, the baseline's kind).
     """
     accuracy_bn = FAST["min_bn_accuracy"] + 0.1 if accuracy_bn is None else accuracy_bn
-    accuracy_plain = accuracy_bn - 0.05 if accuracy_plain is None else accuracy_plain
+    # By default BN is ahead of plain by the calibrated margin and 5 points more.
+    accuracy_plain = accuracy_bn - FAST["min_bn_minus_plain"] - 0.05 if accuracy_plain is None else accuracy_plain
     momentum = 0.99 if bn_model == "momentum_0.99" else NOTEBOOK_MOMENTUM
     return {
         "build_cnn_with_batch_norm": make_builder(mistake, **changes),
@@ -228,11 +229,27 @@ def test_correct_implementation_gets_full_marks(exact_test_set, tmp_path):
 
 PLACEMENT, BEHAVIOUR, OUTPUT = "test_batch_norm_placement", "test_batch_norm_behaviour", "test_output"
 ACCURACY, HELPS = "test_batch_norm_accuracy", "test_batch_norm_helps"
-# Accuracy on the exact test images of a notebook whose BN layers kept Keras' default
-# momentum (0.99), fast profile (measured for issue 15): the moving statistics had not
+# Accuracy on the exact test images of the solution notebook whose BN layers kept Keras'
+# default momentum (0.99), fast profile: a known-poor run of the calibration (issue 16;
+# scripts/calibrate_lab1.py --poor bn_momentum_0.99): the moving statistics had not
 # converged, so inference normalizes with values far from the data's.
-MOMENTUM_099_ACCURACY = 0.169
-PLAIN_MEAN_ACCURACY = float(np.mean([run["plain_accuracy"] for run in calibration.load("lab1")["profiles"]["fast"]["details"]["runs"]]))
+# The measured runs closest to passing are used: the largest BN gain of each variant.
+FAST_DETAILS = calibration.load("lab1")["profiles"]["fast"]["details"]
+GOOD_PLAIN = {run["seed"]: run["plain_accuracy"] for run in FAST_DETAILS["runs"]}
+
+
+def _closest_poor_run(variant, full_plain=False):
+    """(BN accuracy, plain accuracy) of the known-poor run of `variant` with the largest gain."""
+    runs = [(run["bn_accuracy"], GOOD_PLAIN[run["seed"]] if full_plain else run["plain_accuracy"])
+            for run in FAST_DETAILS["poor_runs"] if run["variant"] == variant]
+    return max(runs, key=lambda pair: pair[0] - pair[1])
+
+
+MOMENTUM_099_ACCURACY, MOMENTUM_099_PLAIN = _closest_poor_run("bn_momentum_0.99")
+# A tenth of the steps (scripts/calibrate_lab1.py --poor tenth_of_the_steps), beside a fully
+# trained model_plain; and the BN-less CNN of an unused BN, beside its own model_plain.
+TENTH_ACCURACY, TENTH_PLAIN = _closest_poor_run("tenth_of_the_steps", full_plain=True)
+UNUSED_ACCURACY, UNUSED_PLAIN = _closest_poor_run("unused_batch_norm")
 
 # The planted bugs, as students write them: (id, namespace arguments, the checks that lose
 # all their points (no other check loses any), words of each failing check's message).
@@ -240,10 +257,13 @@ PLAIN_MEAN_ACCURACY = float(np.mean([run["plain_accuracy"] for run in calibratio
 # asks for the pre-activation placement of Ioffe & Szegedy and explains why; it trains
 # fine, so only the placement check loses points. A missing or unused BN loses the
 # placement and the behaviour checks (both grade the BN layers; neither holds without
-# one) but not the accuracy checks: a CNN without BN trains as well as the baseline in
-# this budget. Keras' default momentum (0.99) is not a behaviour bug, but in the fast
-# budget it really degrades the trained model: the accuracy checks lose their points and
-# say why.
+# one); trained (measured: "unused_batch_norm_trained"), such a CNN (Keras' default
+# initialization, no bias, no BN) does worse than the baseline at this SGD learning rate,
+# so it also loses both accuracy checks. Keras' default
+# momentum (0.99) is not a behaviour bug, but in the fast budget it really degrades the
+# trained model: since the SGD design (issue 16) its accuracy varies (measured 34.2%, above
+# the accuracy threshold, and 26.7%); the run closest to passing loses only the comparison
+# with model_plain, which says why. A tenth of the training steps loses both accuracy checks.
 PLANTED_BUGS = [
     ("no_batch_norm", {"mistake": "no_batch_norm"}, {PLACEMENT: ["no BatchNormalization layer", "add one"],
                                                BEHAVIOUR: ["no BatchNormalization layer", "cannot be tested"]}),
@@ -260,9 +280,16 @@ PLANTED_BUGS = [
     ("logits_output", {"softmax": False}, {OUTPUT: ["not class probabilities", "softmax"]}),
     ("nine_classes", {"num_classes": 9}, {OUTPUT: ["(None, 10)", "(16, 9)"]}),
     ("keras_default_momentum", {"momentum": 0.99, "bn_model": "momentum_0.99", "accuracy_bn": MOMENTUM_099_ACCURACY,
-                                "accuracy_plain": PLAIN_MEAN_ACCURACY},
-     {ACCURACY: ["16.9%", "momentum 0.99", "not BATCH_NORM_MOMENTUM = 0.9", "do not converge"],
-      HELPS: ["momentum 0.99", "momentum=BATCH_NORM_MOMENTUM"]}),
+                                "accuracy_plain": MOMENTUM_099_PLAIN},
+     {HELPS: [f"{MOMENTUM_099_ACCURACY:.1%}", "by only", "momentum 0.99", "not BATCH_NORM_MOMENTUM = 0.9",
+              "do not converge", "momentum=BATCH_NORM_MOMENTUM"]}),
+    ("unused_batch_norm_trained", {"mistake": "unused_batch_norm", "bn_model": "plain", "accuracy_bn": UNUSED_ACCURACY,
+                                   "accuracy_plain": UNUSED_PLAIN},
+     {PLACEMENT: ["outputs are never used"], BEHAVIOUR: ["outputs are never used"],
+      ACCURACY: [f"{UNUSED_ACCURACY:.1%}"], HELPS: [f"{UNUSED_ACCURACY:.1%}", "same SGD and learning rate"]}),
+    ("tenth_of_the_steps", {"accuracy_bn": TENTH_ACCURACY, "accuracy_plain": TENTH_PLAIN},
+     {ACCURACY: [f"{TENTH_ACCURACY:.1%}", "trained with the notebook's settings"],
+      HELPS: ["less accurate than model_plain", f"{TENTH_PLAIN:.1%}"]}),
     ("model_bn_is_a_baseline", {"bn_model": "plain"}, {ACCURACY: ["model_bn has no BatchNormalization layer", "builds 4"]}),
     ("untrained_model_bn", {"accuracy_bn": 0.1, "accuracy_plain": FAST["min_bn_accuracy"] + 0.05},
      {ACCURACY: ["10.0%", "trained with the notebook's settings"], HELPS: ["less accurate than model_plain", "10.0%"]}),
@@ -276,7 +303,7 @@ CORRECT_VARIANTS = [
     ("activation_layer", {"relu": layers.Activation}),
     ("nested_block_models", {"nested_blocks": True}),
     ("bn_in_the_dense_head_too", {"head_norm": True}),
-    ("bn_slightly_worse_than_plain", {"accuracy_plain": FAST["min_bn_accuracy"] + 0.1 + -FAST["min_bn_minus_plain"] - 0.02}),
+    ("bn_ahead_by_just_over_the_margin", {"accuracy_plain": FAST["min_bn_accuracy"] + 0.1 - FAST["min_bn_minus_plain"] - 0.01}),
 ]
 
 
@@ -302,7 +329,7 @@ def test_correct_variant_keeps_full_marks(exact_test_set, tmp_path, arguments):
 @pytest.mark.slow
 def test_low_accuracy_loses_the_accuracy_check(exact_test_set, tmp_path):
     low = FAST["min_bn_accuracy"] - 0.03
-    results = grade(namespace(exact_test_set, accuracy_bn=low, accuracy_plain=low), tmp_path)
+    results = grade(namespace(exact_test_set, accuracy_bn=low), tmp_path)
     assert failed(results) == {"test_batch_norm_accuracy"}
     assert f"{low:.1%}" in results["test_batch_norm_accuracy"].message
 
@@ -310,10 +337,22 @@ def test_low_accuracy_loses_the_accuracy_check(exact_test_set, tmp_path):
 @pytest.mark.slow
 def test_bn_worse_than_plain_loses_the_comparison(exact_test_set, tmp_path):
     accuracy_bn = FAST["min_bn_accuracy"] + 0.02
-    accuracy_plain = accuracy_bn + -FAST["min_bn_minus_plain"] + 0.05
+    accuracy_plain = accuracy_bn + 0.03
     results = grade(namespace(exact_test_set, accuracy_bn=accuracy_bn, accuracy_plain=accuracy_plain), tmp_path)
     assert failed(results) == {"test_batch_norm_helps"}
     assert "less accurate than model_plain" in results["test_batch_norm_helps"].message
+
+
+@pytest.mark.slow
+def test_bn_ahead_by_less_than_the_margin_loses_the_comparison(exact_test_set, tmp_path):
+    # The fast profile's SGD learning rate makes BN clearly better: a small gain is not enough.
+    accuracy_bn = FAST["min_bn_accuracy"] + 0.05
+    accuracy_plain = accuracy_bn - FAST["min_bn_minus_plain"] / 2
+    results = grade(namespace(exact_test_set, accuracy_bn=accuracy_bn, accuracy_plain=accuracy_plain), tmp_path)
+    assert failed(results) == {"test_batch_norm_helps"}
+    message = results["test_batch_norm_helps"].message
+    assert "beats model_plain" in message and "by only" in message
+    assert f"{100 * FAST['min_bn_minus_plain']:.1f} points" in message and "same SGD and learning rate" in message
 
 
 @pytest.mark.slow

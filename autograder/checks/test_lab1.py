@@ -208,7 +208,11 @@ def test_batch_norm_accuracy(probe):
 
 @check(points=2, probes=("accuracy",))
 def test_batch_norm_helps(probe):
-    """model_bn is at least about as accurate as the same CNN without batch normalization."""
+    """model_bn beats the same CNN without batch normalization by a calibrated margin.
+
+    The notebook trains both with the same SGD at a learning rate that is high for the
+    plain CNN: there the batch-normalized one is clearly ahead (calibrated over seeds).
+    """
     facts = probe.facts("accuracy")
     if facts["same_object"]:
         raise CheckFailure("model_bn and model_plain are the same model: train two models.")
@@ -218,14 +222,20 @@ def test_batch_norm_helps(probe):
             "layers: it should be the CNN without them (build_cifar_cnn(batch_norm=False))."
         )
     thresholds = probe.thresholds()
-    margin = -thresholds["min_bn_minus_plain"]
+    margin = thresholds["min_bn_minus_plain"]
     labels = _exact_test_labels()
     accuracy_bn = _accuracy(probe, "bn", labels)
     accuracy_plain = _accuracy(probe, "plain", labels)
-    if not thresholds.holds("min_bn_minus_plain", accuracy_bn - accuracy_plain):
+    difference = accuracy_bn - accuracy_plain
+    if not thresholds.holds("min_bn_minus_plain", difference):
+        if difference < 0:
+            gap = f"is less accurate than model_plain ({accuracy_plain:.1%}) by {-100 * difference:.1f} points"
+        else:
+            gap = f"beats model_plain ({accuracy_plain:.1%}) by only {100 * difference:.1f} points"
         cause = _momentum_hint(facts) or " Check the BN model's training (train(model_bn))."
         raise CheckFailure(
-            f"model_bn ({accuracy_bn:.1%}) is less accurate than model_plain ({accuracy_plain:.1%}) "
-            f"by more than {margin:.1%} on the exact test images; with the same training, batch "
-            "normalization should not hurt." + cause
+            f"model_bn ({accuracy_bn:.1%}) {gap} on the exact test images; at least "
+            f"{100 * margin:.1f} points more than model_plain are expected in the '{probe.profile}' "
+            "profile: trained with the notebook's train() (the same SGD and learning rate for "
+            "both), the CNN with batch normalization should be clearly ahead." + cause
         )
