@@ -27,7 +27,7 @@ def build_lab1_cnn(batch_norm, jit_compile=False):
     lab1 = course_lib.settings("lab1", "fast")
     model = build_cifar_cnn(batch_norm=batch_norm, filters=lab1["filters"])
     model.compile(
-        optimizer=keras.optimizers.Adam(lab1["learning_rate"]),
+        optimizer=keras.optimizers.SGD(lab1["learning_rate"], momentum=lab1["sgd_momentum"]),
         loss=CLASSIFIER_LOSS,
         metrics=["accuracy"],
         jit_compile=jit_compile,
@@ -59,7 +59,7 @@ def build_lab1_student_cnn_bn(jit_compile=False):
     outputs = layers.Dense(10, activation="softmax")(x)
     model = keras.Model(inputs, outputs, name="cnn_with_batch_norm")
     model.compile(
-        optimizer=keras.optimizers.Adam(lab1["learning_rate"]),
+        optimizer=keras.optimizers.SGD(lab1["learning_rate"], momentum=lab1["sgd_momentum"]),
         loss=CLASSIFIER_LOSS,
         metrics=["accuracy"],
         jit_compile=jit_compile,

@@ -45,6 +45,7 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 PRECISIONS = ("float32", "mixed_bfloat16")
 DEFAULT_ROUNDS = 5
 DEFAULT_SEED = 0
+LAB1_SGD_MOMENTUM = course_lib.settings("lab1", "fast")["sgd_momentum"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Case:
         build_keras: `jit_compile -> compiled keras.Model`.
         build_torch: `() -> torch.nn.Module`.
         freeze_batch_norm: the torch twin keeps its BN layers in inference mode.
+        sgd_momentum: None for Adam; else both sides train with SGD at this momentum (lab 1).
     """
 
     name: str
@@ -72,6 +74,7 @@ class Case:
     build_keras: object
     build_torch: object
     freeze_batch_norm: bool = False
+    sgd_momentum: float = None
 
 
 def _lab2_torch():
@@ -85,19 +88,19 @@ CASES = {
             "lab1_cnn", "lab1", course_lib.settings("lab1", "fast")["batch_size"],
             keras_models.CIFAR_SHAPE, True, 30,
             lambda jit: keras_models.build_lab1_cnn(False, jit),
-            lambda: torch_models.CifarCNN(batch_norm=False),
+            lambda: torch_models.CifarCNN(batch_norm=False), sgd_momentum=LAB1_SGD_MOMENTUM,
         ),
         Case(
             "lab1_cnn_bn", "lab1", course_lib.settings("lab1", "fast")["batch_size"],
             keras_models.CIFAR_SHAPE, True, 30,
             lambda jit: keras_models.build_lab1_cnn(True, jit),
-            lambda: torch_models.CifarCNN(batch_norm=True),
+            lambda: torch_models.CifarCNN(batch_norm=True), sgd_momentum=LAB1_SGD_MOMENTUM,
         ),
         Case(
             "lab1_student_cnn_bn", "lab1", course_lib.settings("lab1", "fast")["batch_size"],
             keras_models.CIFAR_SHAPE, True, 30,
             keras_models.build_lab1_student_cnn_bn,
-            lambda: torch_models.CifarCNN(batch_norm=True),
+            lambda: torch_models.CifarCNN(batch_norm=True), sgd_momentum=LAB1_SGD_MOMENTUM,
         ),
         Case(
             "lab2_resnet18", "lab2", course_lib.settings("lab2", "fast")["batch_size"],
@@ -205,7 +208,10 @@ class TorchRunner:
         if case.freeze_batch_norm:
             self.model.freeze_batch_norm()
         parameters = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(parameters, lr=learning_rate)
+        if case.sgd_momentum is None:
+            self.optimizer = torch.optim.Adam(parameters, lr=learning_rate)
+        else:
+            self.optimizer = torch.optim.SGD(parameters, lr=learning_rate, momentum=case.sgd_momentum)
         # Plain PyTorch keeps images NCHW.
         self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(DEVICE)
         self.labels = torch.from_numpy(labels).to(DEVICE)

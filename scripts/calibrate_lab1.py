@@ -10,7 +10,7 @@ Usage:
     COURSE_DATA_DIR=/work/shared/data python scripts/calibrate_lab1.py --seeds 0 1 2 \
         --out /tmp/lab1-calibration.json [--profile full]
     # the known-poor runs: the same notebook with one planted change (POOR_VARIANTS):
-    python scripts/calibrate_lab1.py --poor bn_momentum_0.99 tenth_of_the_steps --seeds 0 \
+    python scripts/calibrate_lab1.py --seeds --poor bn_momentum_0.99 tenth_of_the_steps --poor-seeds 0 1 \
         --out poor.json
     # seeds run in separate processes, then summarized together (poor runs included):
     python scripts/calibrate_lab1.py --out all.json --combine seed0.json ... poor.json \
@@ -23,13 +23,9 @@ rule; the format is autograder/calibration.py's). Generic helpers here are reuse
 calibrate_lab2.py.
 """
 
-import argparse
-import json
-import os
 import pathlib
 import statistics
 import sys
-import tempfile
 
 
 COURSE_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -39,24 +35,25 @@ sys.path.insert(0, str(COURSE_ROOT / "scripts"))
 
 import course_lib  # noqa: E402,F401  (selects the torch backend before keras)
 from autograder import calibration  # noqa: E402
-from calibration_common import MEMORY_LIMIT_MB, PROBE_SEED, TIMEOUT_S, seeded_notebook, seeds_main  # noqa: E402
+from calibration_common import PROBE_SEED, seeds_main  # noqa: E402
 
+SETUP_CELL = 'SETTINGS = course_lib.settings("lab1")'
 # Known-poor runs: the seeded solution notebook with one planted change, trained in full
-# otherwise. name: (what it is, the change). A change is code run right after the seed
-# cell (before anything is built), or (old, new) replaced in the solution's builder.
+# otherwise (calibration_common.seeded_notebook: a cell inserted after the Setup cell, or
+# one line of the solution's builder replaced).
 POOR_VARIANTS = {
-    "bn_momentum_0.99": (
-        "model_bn's BatchNormalization layers with Keras' default momentum 0.99",
-        "BATCH_NORM_MOMENTUM = 0.99",
-    ),
-    "tenth_of_the_steps": (
-        "both models trained on a tenth of the training images (a tenth of the steps)",
-        'SETTINGS["train_examples"] //= 10',
-    ),
-    "unused_batch_norm": (
-        "build_cnn_with_batch_norm() creates its BatchNormalization layers but drops their outputs",
-        ("x = layers.BatchNormalization(momentum=momentum)(x)", "layers.BatchNormalization(momentum=momentum)(x)"),
-    ),
+    "bn_momentum_0.99": {
+        "what": "model_bn's BatchNormalization layers with Keras' default momentum 0.99",
+        "after": SETUP_CELL, "source": "BATCH_NORM_MOMENTUM = 0.99",
+    },
+    "tenth_of_the_steps": {
+        "what": "both models trained on a tenth of the training images (a tenth of the steps)",
+        "after": SETUP_CELL, "source": 'SETTINGS["train_examples"] //= 10',
+    },
+    "unused_batch_norm": {
+        "what": "build_cnn_with_batch_norm() creates its BatchNormalization layers but drops their outputs",
+        "replace": ("x = layers.BatchNormalization(momentum=momentum)(x)", "layers.BatchNormalization(momentum=momentum)(x)"),
+    },
 }
 # The variants whose model_bn is a poor *accuracy*. With momentum 0.99 model_bn trains
 # but loses BN's gain over model_plain, and its accuracy varies (measured: 34.2% seed 0,
@@ -157,7 +154,7 @@ def quantities(details):
             poor_accuracy[name] = round(run["bn_accuracy"], 4)
         poor_difference[name] = round(run["bn_accuracy"] - baseline, 4)
     what_poor = "trained-but-poor runs of the solution notebook with one planted change: " + "; ".join(
-        f"{name}: {POOR_VARIANTS[name][0]}" for name in sorted({run["variant"] for run in poor_runs}))
+        f"{name}: {POOR_VARIANTS[name]['what']}" for name in sorted({run["variant"] for run in poor_runs}))
     accuracy_threshold = _midpoint(min(bn), max(poor_accuracy.values()))
     difference_threshold = _midpoint(min(differences), max(0.0, max(poor_difference.values())))
     return {
@@ -190,67 +187,15 @@ def lab1_summary(runs):
     }
 
 
-def poor_notebook(variant, seed):
-    """The seeded solution notebook with the planted change of POOR_VARIANTS[variant]."""
-    import nbformat
-
-    notebook = seeded_notebook("lab1", seed)
-    change = POOR_VARIANTS[variant][1]
-    if isinstance(change, str):
-        seed_cell = next(index for index, cell in enumerate(notebook.cells)
-                         if cell.cell_type == "code" and cell.source.startswith("SEED = "))
-        notebook.cells.insert(seed_cell + 1, nbformat.v4.new_code_cell(change))
-        return notebook
-    old, new = change
-    builder = [cell for cell in notebook.cells if "def build_cnn_with_batch_norm" in cell.source]
-    if len(builder) != 1 or old not in builder[0].source:
-        raise RuntimeError(f"{variant}: the solution's builder has no line {old!r} to change")
-    builder[0].source = builder[0].source.replace(old, new)
-    return notebook
-
-
-def run_poor(variant, seed, data_dir, profile):
-    """One known-poor run through the grader's kernel path: its accuracies and run time."""
-    from autograder.checking import ProbeResults
-    from autograder.grade import probe_notebook
-
-    probe_dir = pathlib.Path(tempfile.mkdtemp(prefix=f"calibrate-lab1-{variant}-{seed}-"))
-    result, probe_run = probe_notebook(poor_notebook(variant, seed), "lab1", probe_dir, PROBE_SEED, profile=profile,
-                                       timeout_s=TIMEOUT_S, memory_limit_mb=MEMORY_LIMIT_MB, data_dir=data_dir)
-    if result.errors or not result.exported or not probe_run.ok:
-        raise RuntimeError(f"lab1 {variant} seed {seed}: the notebook failed: "
-                           f"{result.errors or result.stopped or probe_run.problem}")
-    probes = ProbeResults(probe_dir, profile=profile, lab="lab1")
+def lab1_poor_run(probes):
+    """One known-poor run's values: the accuracies and model_bn's training steps."""
     steps = probes.facts("accuracy")["bn_facts"].get("training_steps", 0)
-    return {"variant": variant, "seed": seed, **lab1_run(probes), "bn_training_steps": steps,
-            "notebook_seconds": result.seconds}
+    return {**lab1_run(probes), "bn_training_steps": steps}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--poor", nargs="+", choices=sorted(POOR_VARIANTS))
-    parser.add_argument("--combine", nargs="+")
-    known, rest = parser.parse_known_args(argv)
-    if known.poor:  # the known-poor runs only: written to --out, combined later
-        parser = argparse.ArgumentParser(description="Runs lab1's known-poor variants of the solution notebook.")
-        parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-        parser.add_argument("--profile", default="fast")
-        parser.add_argument("--out", type=pathlib.Path, required=True)
-        arguments = parser.parse_args(rest)
-        poor_runs = []
-        for seed in arguments.seeds:
-            for variant in known.poor:
-                poor_runs.append(run_poor(variant, seed, os.environ.get("COURSE_DATA_DIR"), arguments.profile))
-                print(json.dumps(poor_runs[-1]), flush=True)
-        arguments.out.write_text(json.dumps({"profile": arguments.profile, "runs": [], "poor_runs": poor_runs},
-                                            indent=2))
-        print(f"wrote {arguments.out}")
-        return 0
-    poor_runs = [run for path in known.combine or []
-                 for run in json.loads(pathlib.Path(path).read_text()).get("poor_runs", [])]
-    poor_runs.sort(key=lambda run: (run["variant"], run["seed"]))
     return seeds_main("lab1", argv, DESCRIPTION, lab1_run, quantities, lab1_summary,
-                      lambda seeds: {"poor_runs": poor_runs, "how": HOW})
+                      lambda seeds, profile: {"how": HOW}, POOR_VARIANTS, lab1_poor_run)
 
 
 if __name__ == "__main__":

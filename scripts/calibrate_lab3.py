@@ -11,7 +11,7 @@ Usage (from the repository root, `source scripts/env.sh` first):
     # known-good: the solution, one run per training seed
     python scripts/calibrate_lab3.py --profile fast --seeds 0 1 2 3 4 --out /tmp/l3-good.json
     # known-poor, trained and graded like a student's notebook (one run each)
-    python scripts/calibrate_lab3.py --profile fast --seeds --poor tenth_of_fast_budget kl_zero kl_flipped \
+    python scripts/calibrate_lab3.py --profile fast --seeds --poor tenth_of_fast_budget kl_zero kl_flipped --poor-seeds 0 \
         --out /tmp/l3-poor.json
     # the thresholds, from both files (no training)
     python scripts/calibrate_lab3.py --profile fast --combine /tmp/l3-good.json /tmp/l3-poor.json \
@@ -140,12 +140,13 @@ def crude_generators(seeds, profile):
 def quantities(details):
     """lab3's calibrated quantities, derived from the stored measurements in `details`."""
     runs, bad = details["runs"], details["bad_generators"]
-    trained = {f"{run['name']} (seed {run['seed']})": run for run in details.get("poor_runs", [])}
+    trained = {f"{run['variant']} (seed {run['seed']})": run for run in details.get("poor_runs", [])}
     non_copies = dict(trained, **{name: metrics for name, metrics in bad.items() if name not in COPY_GENERATORS})
     good_what = (f"the solution notebook graded by the grader's path, training seeds {[run['seed'] for run in runs]}, "
                  f"probe seed {details['probe_seed']}, {details['num_samples']} samples each")
-    poor_what = ("trained variants (" + "; ".join(f"{run['name']}: {run['what']}" for run in details.get("poor_runs", []))
-                 + ") and autograder/bad_generators.py (copies excluded)")
+    variants = sorted({run["variant"] for run in details.get("poor_runs", [])})
+    poor_what = ("trained variants of the solution, graded like it (" + "; ".join(
+        f"{name}: {VARIANTS[name]['what']}" for name in variants) + ") and autograder/bad_generators.py (copies excluded)")
     rule = details["rule"]
 
     def midpoint(metric, direction):

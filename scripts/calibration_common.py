@@ -48,25 +48,32 @@ def seeded_notebook(lab, seed, variant=None):
     Args:
         lab: "lab1", ...
         seed: the training seed.
-        variant: optional known-poor variant, `{"after": text, "source": code}`: a cell
-            with `code` is inserted right after the first code cell containing `text`
-            (a planted bug, or a smaller training budget, run exactly as a student's
-            notebook would be).
+        variant: optional known-poor variant (a planted bug, a smaller training budget),
+            run exactly as a student's notebook would be: `{"after": text, "source": code}`
+            inserts a cell with `code` right after the first code cell containing `text`;
+            `{"replace": (old, new)}` replaces `old` by `new` in the one code cell holding it.
 
     Raises:
-        RuntimeError: if no code cell contains the variant's `after` text.
+        RuntimeError: if no code cell holds the variant's `after` text, or not exactly one
+            holds its `replace` text.
     """
     notebook = nbformat.read(COURSE_ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
     notebook.cells = [cell for cell in notebook.cells if not cell.metadata.get("nbgrader", {}).get("grade")]
     first_code = next(index for index, cell in enumerate(notebook.cells) if cell.cell_type == "code")
     cell = nbformat.v4.new_code_cell(f"SEED = {int(seed)}\ncourse_lib.set_seed(SEED)")
     notebook.cells.insert(first_code + 1, cell)
-    if variant is not None:
-        where = [index for index, cell in enumerate(notebook.cells)
-                 if cell.cell_type == "code" and variant["after"] in cell.source]
-        if not where:
-            raise RuntimeError(f"No code cell of {lab}'s solution contains {variant['after']!r}; "
-                               "cannot insert the variant.")
+    if variant is None:
+        return notebook
+    text = variant["replace"][0] if "replace" in variant else variant["after"]
+    where = [index for index, cell in enumerate(notebook.cells) if cell.cell_type == "code" and text in cell.source]
+    if "replace" in variant:
+        if len(where) != 1:
+            raise RuntimeError(f"{len(where)} code cells of {lab}'s solution contain {text!r} (expected 1); "
+                               "cannot plant the variant.")
+        notebook.cells[where[0]].source = notebook.cells[where[0]].source.replace(*variant["replace"])
+    elif not where:
+        raise RuntimeError(f"No code cell of {lab}'s solution contains {text!r}; cannot insert the variant.")
+    else:
         notebook.cells.insert(where[0] + 1, nbformat.v4.new_code_cell(variant["source"]))
     return notebook
 
@@ -98,10 +105,11 @@ def run_seed(lab, seed, data_dir, profile, variant=None):
 def combine(paths, key="runs"):
     """The runs (or, with key="poor_runs", the known-poor runs) of several output files, in order."""
     runs = [run for path in paths for run in json.loads(pathlib.Path(path).read_text()).get(key, [])]
-    return sorted(runs, key=lambda run: (run.get("name", ""), run["seed"]))
+    return sorted(runs, key=lambda run: (run.get("variant", ""), run["seed"]))
 
 
-def seeds_main(lab, argv, description, measure, quantities, summary, poor_details=None, variants=None):
+def seeds_main(lab, argv, description, measure, quantities, summary, poor_details=None, variants=None,
+               measure_poor=None):
     """The command line of a script that calibrates `lab` from its seeded solution, graded per seed.
 
     Args:
@@ -115,7 +123,8 @@ def seeds_main(lab, argv, description, measure, quantities, summary, poor_detail
             need no training (crude generators), added to the details.
         variants: optional `{name: {"what", "after", "source"}}`: known-poor notebooks (a
             planted bug, a fraction of the budget) that `--poor NAME ...` trains and grades
-            exactly as the reference; their measurements go to `poor_runs`.
+            exactly as the reference (seeds `--poor-seeds`); their measurements go to `poor_runs`.
+        measure_poor: `ProbeResults -> dict` of a known-poor run (default: `measure`).
     """
     import course_lib
     from autograder import calibration
@@ -125,8 +134,8 @@ def seeds_main(lab, argv, description, measure, quantities, summary, poor_detail
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--profile", choices=sorted(course_lib.profiles.PROFILES), default="fast")
     parser.add_argument("--poor", nargs="*", default=[], choices=sorted(variants) or None,
-                        help="known-poor variants to train and grade (one run each, --poor-seed)")
-    parser.add_argument("--poor-seed", type=int, default=0)
+                        help="known-poor variants to train and grade (one run per --poor-seeds seed)")
+    parser.add_argument("--poor-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", type=pathlib.Path, required=True, help="the per-seed runs (JSON)")
     parser.add_argument("--combine", nargs="+", metavar="JSON",
                         help="summarize the runs of earlier outputs instead of running seeds")
@@ -140,11 +149,12 @@ def seeds_main(lab, argv, description, measure, quantities, summary, poor_detail
         probes, seconds = run_seed(lab, seed, data_dir, arguments.profile)
         runs.append({"seed": seed, **measure(probes), "notebook_seconds": seconds})
         print(json.dumps(runs[-1]), flush=True)
-    for name in [] if arguments.combine else arguments.poor:
-        probes, seconds = run_seed(lab, arguments.poor_seed, data_dir, arguments.profile, variants[name])
-        poor_runs.append({"name": name, "what": variants[name]["what"], "seed": arguments.poor_seed,
-                          **measure(probes), "notebook_seconds": seconds})
-        print(json.dumps(poor_runs[-1]), flush=True)
+    for seed in [] if arguments.combine else arguments.poor_seeds:
+        for name in arguments.poor:
+            probes, seconds = run_seed(lab, seed, data_dir, arguments.profile, variants[name])
+            poor_runs.append({"variant": name, "seed": seed, **(measure_poor or measure)(probes),
+                              "notebook_seconds": seconds})
+            print(json.dumps(poor_runs[-1]), flush=True)
     report = {"profile": arguments.profile, "settings": course_lib.settings(lab, arguments.profile), "runs": runs,
               **({"poor_runs": poor_runs} if poor_runs else {}), **summary(runs)}
     arguments.out.write_text(json.dumps(report, indent=2))

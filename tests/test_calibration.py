@@ -216,6 +216,19 @@ def test_a_trained_poor_model_that_passes_refuses_the_threshold():
 
     details = copy.deepcopy(calibration.load("lab3")["profiles"]["fast"]["details"])
     best_good = min(details["runs"], key=lambda run: run["frechet_distance"])
-    details["poor_runs"].append(dict(best_good, name="as_good_as_the_reference", what="a copy of a good run"))
+    details["poor_runs"].append(dict(best_good, variant="kl_zero"))  # a "poor" run as good as the best reference
     with pytest.raises(calibration.CalibrationError, match="does not separate"):
         calibrate_lab3.quantities(details)
+
+
+def test_a_replacing_variant_changes_one_line_of_the_solution():
+    import calibrate_lab1
+    import calibration_common
+
+    variant = calibrate_lab1.POOR_VARIANTS["unused_batch_norm"]
+    old, new = variant["replace"]
+    notebook = calibration_common.seeded_notebook("lab1", 2, variant)
+    sources = "\n".join(cell.source for cell in notebook.cells)
+    assert old not in sources and new in sources
+    with pytest.raises(RuntimeError, match="0 code cells.*'no such line'"):
+        calibration_common.seeded_notebook("lab1", 2, {"replace": ("no such line", "x")})
