@@ -11,13 +11,13 @@ Usage (from the repository root, `source scripts/env.sh` first):
     # known-good: the solution, one run per training seed
     python scripts/calibrate_lab3.py --profile fast --seeds 0 1 2 3 4 --out /tmp/l3-good.json
     # known-poor, trained and graded like a student's notebook (one run each)
-    python scripts/calibrate_lab3.py --profile fast --seeds --poor tenth_of_fast_budget kl_zero kl_flipped --poor-seeds 0 \
+    python scripts/calibrate_lab3.py --profile fast --seeds --poor tenth_of_fast_budget kl_zero --poor-seeds 0 \
         --out /tmp/l3-poor.json
     # the thresholds, from both files (no training)
     python scripts/calibrate_lab3.py --profile fast --combine /tmp/l3-good.json /tmp/l3-poor.json \
         --out /tmp/l3.json --write-calibration
 
-Known-poor models: the trained variants above (in `full`, `fast_budget` is the fast
+Known-poor models: the trained variants below (in `full`, `fast_budget` is the fast
 profile's training, 1/37 of the full budget) and the crude generators of
 `autograder/bad_generators.py`. A threshold lies at the geometric midpoint between the
 worst reference run and the best known-poor model (training copies excluded: they are
@@ -86,16 +86,20 @@ VARIANTS = {
     "kl_zero": {
         "what": "the solution with a KL term that is always 0 (an autoencoder: nothing pulls the codes to the prior)",
         "after": KL_CELL, "source": _kl_wrapped("0.0 * _solution_kl_divergence(z_mean, z_log_var)", "KL always 0"),
-    },
-    "kl_flipped": {
-        "what": "the solution with the slide's sign error: the negative of the KL is minimized",
-        "after": KL_CELL, "source": _kl_wrapped("-_solution_kl_divergence(z_mean, z_log_var)", "KL sign flipped"),
+        # Measured, kept in the details, not a known-poor *sample* model: in the fast profile
+        # its prior samples score about as well as the reference's (FD 249 vs 225-239, score
+        # 2.18 vs 2.11-2.46); test_train_step is the check that catches a zero KL.
+        "poor_samples": False,
     },
 }
+# Not a variant: the slide's sign error (the negative KL minimized) was run the same way; its
+# training diverges (NaN pixel probabilities) and the notebook stops in its training cell, so
+# no samples exist to measure (fast profile, seed 0, 2026-12-02).
 THRESHOLD_RULE = (
     "max_frechet_distance and min_classifier_score: geometric midpoint between the worst "
-    "reference run and the best known-poor model (trained variants and crude generators; "
-    "training copies excluded: they are real digits); max_copy_fraction: fixed at 0.05, "
+    "reference run and the best known-poor model (trained variants whose samples a bug or a "
+    "short budget degrades, and crude generators; training copies excluded: they are real "
+    "digits; kl_zero is measured but judged by test_train_step); max_copy_fraction: fixed at 0.05, "
     "checked to lie between the reference runs and the copier."
 )
 
@@ -140,11 +144,12 @@ def crude_generators(seeds, profile):
 def quantities(details):
     """lab3's calibrated quantities, derived from the stored measurements in `details`."""
     runs, bad = details["runs"], details["bad_generators"]
-    trained = {f"{run['variant']} (seed {run['seed']})": run for run in details.get("poor_runs", [])}
+    trained = {f"{run['variant']} (seed {run['seed']})": run for run in details.get("poor_runs", [])
+               if VARIANTS[run["variant"]].get("poor_samples", True)}
     non_copies = dict(trained, **{name: metrics for name, metrics in bad.items() if name not in COPY_GENERATORS})
     good_what = (f"the solution notebook graded by the grader's path, training seeds {[run['seed'] for run in runs]}, "
                  f"probe seed {details['probe_seed']}, {details['num_samples']} samples each")
-    variants = sorted({run["variant"] for run in details.get("poor_runs", [])})
+    variants = sorted({run["variant"] for run in details.get("poor_runs", []) if VARIANTS[run["variant"]].get("poor_samples", True)})
     poor_what = ("trained variants of the solution, graded like it (" + "; ".join(
         f"{name}: {VARIANTS[name]['what']}" for name in variants) + ") and autograder/bad_generators.py (copies excluded)")
     rule = details["rule"]
