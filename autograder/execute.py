@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 import pathlib
 import re
@@ -24,7 +25,8 @@ PROBE_CELL_TAG = "course-probe"  # the grader's own cells (the export), left out
 MAX_OUTPUT_BYTES = 2_000_000
 WATCHDOG_PERIOD_S = 0.5
 EXPORT_TIMEOUT_S = 300
-# After a time-out the kernel may still be busy (a loop that swallows interrupts).
+# After a time-out the kernel may still be busy (a loop that swallows interrupts): the export
+# then gets this long, and never longer than the notebook's own limit.
 EXPORT_TIMEOUT_AFTER_TIMEOUT_S = 60
 EXPORT_DIR_NAME = "export"
 # How long a kernel gets to answer an interrupt before it is killed.
@@ -198,7 +200,7 @@ def execute_notebook(notebook, work_dir, export_cell_source, timeout_s, memory_l
             result.stopped = _run_student_cells(client, notebook, deadline, result)
             result.seconds = round(time.time() - started, 2)
             if not watchdog.killed_for:
-                export_limit = _export_timeout(result.stopped)
+                export_limit = _export_timeout(result.stopped, timeout_s)
                 watchdog.kill_at = time.time() + export_limit + INTERRUPT_GRACE_S
                 result.exported = _run_export(client, notebook, export_cell_source, result.export_dir,
                                               export_limit, result)
@@ -233,15 +235,21 @@ def _run_student_cells(client, notebook, deadline, result):
         remaining = deadline - time.time()
         if remaining <= 1:
             return "timeout"
-        client.timeout = int(remaining)
+        # Rounded up: nbclient's own time-out then falls at or after the deadline, so a last
+        # cell interrupted at the limit is reported as a time-out (int() ended it up to 1 s
+        # early: no time-out was reported and the export got the full EXPORT_TIMEOUT_S).
+        client.timeout = math.ceil(remaining)
         client.execute_cell(cell, index)
         if time.time() >= deadline:
             return "timeout"
     return ""
 
 
-def _export_timeout(stopped):
-    return EXPORT_TIMEOUT_AFTER_TIMEOUT_S if stopped == "timeout" else EXPORT_TIMEOUT_S
+def _export_timeout(stopped, timeout_s):
+    """The export's limit: after a time-out, at most the notebook's own limit (a 15-s limit waits 15 s, not 60)."""
+    if stopped == "timeout":
+        return max(1, min(EXPORT_TIMEOUT_AFTER_TIMEOUT_S, int(timeout_s)))
+    return EXPORT_TIMEOUT_S
 
 
 def _run_export(client, notebook, export_cell_source, export_dir, limit, result):

@@ -465,8 +465,12 @@ def _grade_job(job):
         return report
 
 
-def grade_batch(submissions, out_dir, workers=1, progress=print, **options):
+def grade_batch(submissions, out_dir, workers=1, progress=print, overrides=None, **options):
     """Grades many submissions (in parallel with `workers` > 1) and writes grades.csv.
+
+    Args:
+        overrides: {submission path: {option: value}}: options of single submissions that
+            differ from the batch's `options` (e.g. a shorter `timeout_s`); None for none.
 
     Returns:
         The list of reports, in the order of `submissions`.
@@ -475,7 +479,12 @@ def grade_batch(submissions, out_dir, workers=1, progress=print, **options):
     out_dir.mkdir(parents=True, exist_ok=True)
     options = dict(options, out_dir=str(out_dir))
     options.setdefault("kernel_threads", kernel_threads_for(workers))
-    jobs = [(str(path), name, options) for path, name in zip(submissions, _unique_names(submissions))]
+    overrides = {str(path): dict(changed) for path, changed in (overrides or {}).items()}
+    unknown = sorted(set(overrides) - {str(path) for path in submissions})
+    if unknown:
+        raise ValueError(f"overrides name submissions that are not in the batch. Received: {unknown}")
+    jobs = [(str(path), name, dict(options, **overrides.get(str(path), {})))
+            for path, name in zip(submissions, _unique_names(submissions))]
     results = [None] * len(jobs)
     started = time.time()
 

@@ -64,3 +64,33 @@ def test_the_seed_depends_on_the_secret(monkeypatch):
     first = grade.probe_seed("lab3", "fingerprint")
     monkeypatch.setenv("COURSE_GRADER_SECRET", "b" * 40)
     assert grade.probe_seed("lab3", "fingerprint") != first
+
+
+def test_batch_overrides_change_only_the_named_submissions(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_grade(submission, name=None, **options):
+        seen[name] = options["timeout_s"]
+        return {"submission": name, "score": 0.0, "max_score": 1.0, "status": "graded"}
+
+    monkeypatch.setattr(grade, "grade_submission", fake_grade)
+    monkeypatch.setattr(grade.reports, "write_class_csv", lambda out_dir: None)
+    submissions = [tmp_path / "a.ipynb", tmp_path / "b.ipynb"]
+    grade.grade_batch(submissions, tmp_path / "out", progress=lambda line: None, timeout_s=45,
+                      overrides={submissions[1]: {"timeout_s": 15}})
+    assert seen == {"a": 45, "b": 15}
+    try:
+        grade.grade_batch(submissions, tmp_path / "out", progress=lambda line: None,
+                          overrides={tmp_path / "c.ipynb": {"timeout_s": 15}})
+    except ValueError as error:
+        assert "c.ipynb" in str(error)
+    else:
+        raise AssertionError("an override of a submission outside the batch was accepted")
+
+
+def test_the_export_after_a_time_out_waits_at_most_the_notebooks_limit():
+    from autograder import execute
+
+    assert execute._export_timeout("", 15) == execute.EXPORT_TIMEOUT_S
+    assert execute._export_timeout("timeout", 900) == execute.EXPORT_TIMEOUT_AFTER_TIMEOUT_S == 60
+    assert execute._export_timeout("timeout", 15) == 15

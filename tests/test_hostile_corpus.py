@@ -19,6 +19,7 @@ from autograder.reports import CLASS_CSV, REPORT_FILE
 CORPUS_DIR = pathlib.Path(__file__).resolve().parent / "hostile_corpus"
 LIMITS = json.loads((CORPUS_DIR / "limits.json").read_text())
 CASES = sorted(path.name for path in CORPUS_DIR.iterdir() if (path / "expected.json").is_file())
+SHORT_TIMEOUT_CASES = set(LIMITS["short_timeout_cases"])
 REPO_ROOT = CORPUS_DIR.parent.parent
 # What `escape_by_file_handle` tries to create outside its scratch folder.
 HOST_MARKER = "pwned-by-submission"
@@ -44,9 +45,12 @@ def graded_corpus(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("reports")
     submissions = [_submission_of(case, submissions_dir) for case in CASES]
     progress = []
+    # The time-out cases run into a shorter limit of their own (limits.json), in the same batch.
+    overrides = {submission: {"timeout_s": LIMITS["short_timeout_s"]}
+                 for case, submission in zip(CASES, submissions) if case in SHORT_TIMEOUT_CASES}
     reports = grade_batch(
         submissions, out_dir, workers=2, progress=progress.append, lab="lab3", profile="fast",
-        timeout_s=LIMITS["timeout_s"], memory_limit_mb=LIMITS["memory_limit_mb"],
+        timeout_s=LIMITS["timeout_s"], memory_limit_mb=LIMITS["memory_limit_mb"], overrides=overrides,
     )
     return {"reports": dict(zip(CASES, reports)), "out_dir": out_dir, "progress": progress,
             "submissions": submissions}
@@ -54,6 +58,13 @@ def graded_corpus(tmp_path_factory):
 
 def test_the_corpus_is_large_enough():
     assert len(CASES) >= 25
+
+
+def test_the_short_time_limit_is_used_by_the_time_out_cases(graded_corpus):
+    assert SHORT_TIMEOUT_CASES <= set(CASES) and LIMITS["short_timeout_s"] < LIMITS["timeout_s"]
+    for case in SHORT_TIMEOUT_CASES:
+        summary = graded_corpus["reports"][case]["summary"]
+        assert f"time limit of {LIMITS['short_timeout_s']} s" in summary, summary
 
 
 @pytest.mark.parametrize("case", CASES)

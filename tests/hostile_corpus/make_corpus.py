@@ -13,7 +13,11 @@ import shutil
 import nbformat
 
 CORPUS_DIR = pathlib.Path(__file__).resolve().parent
-LIMITS = {"timeout_s": 45, "memory_limit_mb": 2500}
+# The cases that run into the time limit get a shorter one: they prove the same (stopped at
+# the limit, the definitions still graded) without waiting out 45 s (and 60 s more for the
+# export of a kernel that ignores interrupts). Every other case keeps the 45-s limit.
+LIMITS = {"timeout_s": 45, "memory_limit_mb": 2500, "short_timeout_s": 15,
+          "short_timeout_cases": ["infinite_loop", "loop_ignoring_interrupts"]}
 KL_CHECK = "test_kl_closed_form"
 
 CORRECT_KL = """import numpy as np
