@@ -19,12 +19,10 @@ Usage:
 The output holds one record per seed (accuracies, run time); with
 `--write-calibration` the profile's entry of autograder/calibration/lab1.json is written
 from it and from the known-poor runs of the combined files (`quantities()` states the
-rule; the format is autograder/calibration.py's). Generic helpers here are reused by
-calibrate_lab2.py.
+rule; the format is autograder/calibration.py's).
 """
 
 import pathlib
-import statistics
 import sys
 
 
@@ -35,7 +33,7 @@ sys.path.insert(0, str(COURSE_ROOT / "scripts"))
 
 import course_lib  # noqa: E402,F401  (selects the torch backend before keras)
 from autograder import calibration  # noqa: E402
-from calibration_common import PROBE_SEED, seeds_main  # noqa: E402
+from calibration_common import PROBE_SEED, seeds_main, summarize  # noqa: E402
 
 SETUP_CELL = 'SETTINGS = course_lib.settings("lab1")'
 # Known-poor runs: the seeded solution notebook with one planted change, trained in full
@@ -61,11 +59,6 @@ POOR_VARIANTS = {
 # (min_bn_minus_plain) is what rejects it, so it is a known-poor value of that one only.
 POOR_ACCURACY_VARIANTS = ("tenth_of_the_steps", "unused_batch_norm")
 
-# `summarize()` (the per-seed summary written to --out; lab2's threshold rule): the mean of
-# the measured values minus three standard deviations, and at least MIN_MARGIN (a few seeds
-# may underestimate the spread). lab1's own thresholds follow `quantities()`.
-MIN_MARGIN = 0.03
-SPREAD_FACTOR = 3.0
 # The accuracy of an untrained or constant model on 10 balanced classes.
 CHANCE_ACCURACY = 0.1
 DESCRIPTION = "Accuracy thresholds of lab1's hidden checks, with the runs they come from."
@@ -75,40 +68,6 @@ HOW = ("scripts/calibrate_lab1.py: the solution notebook executed in a grading k
        "same, with one planted change each (POOR_VARIANTS, --poor). Both models train with SGD "
        "(momentum 0.9) at the profile's learning rate; model_plain is "
        "course_lib.cnn.build_cifar_cnn(batch_norm=False), He-normal initialization.")
-
-
-def summarize(values, min_margin=MIN_MARGIN):
-    """Mean, spread, margin and threshold (mean minus the margin) of measured values."""
-    mean = statistics.fmean(values)
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    margin = max(SPREAD_FACTOR * spread, min_margin)
-    return {
-        "values": [round(value, 4) for value in values],
-        "mean": round(mean, 4),
-        "std": round(spread, 4),
-        "min": round(min(values), 4),
-        "max": round(max(values), 4),
-        "margin": round(margin, 4),
-        "threshold": round(mean - margin, 4),
-    }
-
-
-def tolerance_below_zero(differences, min_margin=MIN_MARGIN):
-    """How far below 0 a difference may fall: max(3 std - mean, MIN_MARGIN).
-
-    For "model_bn is not worse than model_plain by more than the margin": with the
-    measured differences (BN minus plain), a correct notebook falls below -margin only
-    three standard deviations under the mean.
-    """
-    mean = statistics.fmean(differences)
-    spread = statistics.stdev(differences) if len(differences) > 1 else 0.0
-    return {
-        "values": [round(value, 4) for value in differences],
-        "mean": round(mean, 4),
-        "std": round(spread, 4),
-        "min": round(min(differences), 4),
-        "margin": round(max(SPREAD_FACTOR * spread - mean, min_margin), 4),
-    }
 
 
 def lab1_accuracies(probes):
@@ -183,7 +142,7 @@ def lab1_summary(runs):
     return {
         "bn_accuracy": summarize([run["bn_accuracy"] for run in runs]),
         "plain_accuracy": summarize([run["plain_accuracy"] for run in runs]),
-        "bn_minus_plain": tolerance_below_zero([run["bn_accuracy"] - run["plain_accuracy"] for run in runs]),
+        "bn_minus_plain": summarize([run["bn_accuracy"] - run["plain_accuracy"] for run in runs]),
     }
 
 

@@ -19,11 +19,13 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+COURSE_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(COURSE_ROOT))
+sys.path.insert(0, str(COURSE_ROOT / "scripts"))
 
-from calibrate_lab1 import course_lib, summarize  # noqa: E402
+import course_lib  # noqa: E402  (selects the torch backend before keras)
 from autograder import calibration  # noqa: E402
-from calibration_common import seeds_main  # noqa: E402
+from calibration_common import seeds_main, summarize  # noqa: E402
 
 DESCRIPTION = "Accuracy threshold of lab2's hidden checks, with the runs it comes from."
 TEST_EXAMPLES = 1000
@@ -73,8 +75,8 @@ def lab2_facts(probes):
     }
 
 
-def untrained_details(seeds):
-    """The known-poor side, measured with the runs: the untrained model of each seed."""
+def untrained_details(seeds, profile):
+    """The known-poor side, measured with the runs: the untrained model of each seed (at 32x32)."""
     return {"untrained_models": untrained_accuracies(seeds)}
 
 

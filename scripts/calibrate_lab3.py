@@ -124,8 +124,8 @@ def crude_generators(seeds, profile):
     from course_lib.data import load_mnist
 
     num_samples = course_lib.settings("grading", profile)["num_samples"]
-    training_images, _ = load_mnist("train", limit=course_lib.settings(LAB, profile)["train_examples"])
     all_training_images, _ = load_mnist("train")
+    training_images = all_training_images[:course_lib.settings(LAB, profile)["train_examples"]]
     held_out = all_training_images[-HELD_OUT_EXAMPLES:]
     generators = {
         name: _scores(bad_generators.make_bad_samples(name, DATASET, num_samples, BAD_GENERATOR_SEED,
@@ -150,7 +150,7 @@ def quantities(details):
     non_copies = dict(trained, **{name: metrics for name, metrics in bad.items() if name not in COPY_GENERATORS})
     good_what = (f"the solution notebook graded by the grader's path, training seeds {[run['seed'] for run in runs]}, "
                  f"probe seed {details['probe_seed']}, {details['num_samples']} samples each")
-    variants = sorted({run["variant"] for run in details.get("poor_runs", []) if VARIANTS[run["variant"]].get("poor_samples", True)})
+    variants = sorted({run["variant"] for run in trained.values()})
     poor_what = ("trained variants of the solution, graded like it (" + "; ".join(
         f"{name}: {VARIANTS[name]['what']}" for name in variants) + ") and autograder/bad_generators.py (copies excluded)")
     rule = details["rule"]
@@ -183,7 +183,7 @@ def quantities(details):
 
 def run_summary(runs):
     """The per-seed summary written to --out."""
-    return {name: summarize([run[name] for run in runs]) for name in RECORDED_METRICS} if runs else {}
+    return {name: summarize([run[name] for run in runs]) for name in RECORDED_METRICS}
 
 
 def main(argv=None):

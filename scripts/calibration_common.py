@@ -156,7 +156,7 @@ def seeds_main(lab, argv, description, measure, quantities, summary, poor_detail
                               "notebook_seconds": seconds})
             print(json.dumps(poor_runs[-1]), flush=True)
     report = {"profile": arguments.profile, "settings": course_lib.settings(lab, arguments.profile), "runs": runs,
-              **({"poor_runs": poor_runs} if poor_runs else {}), **summary(runs)}
+              **({"poor_runs": poor_runs} if poor_runs else {}), **(summary(runs) if runs else {})}
     arguments.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {arguments.out}")
     if arguments.write_calibration:
