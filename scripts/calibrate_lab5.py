@@ -1,36 +1,35 @@
-"""Calibrates lab5's trend thresholds and writes autograder/calibration/lab5.json.
+"""Calibrates lab5's trend thresholds (autograder/calibration/lab5.json).
 
-Usage (from the repository root):
+Every run goes through the grader's own path (`calibration_common.run_seed`): the
+solution notebook with `SEED` set is executed in a grading kernel and its exported
+models are probed in the sandboxed probe process (`trained` item, probe seed
+`PROBE_SEED`). Per beta it records what the hidden checks measure: the reconstruction
+error (nats per image, decoded from z_mean), the total KL, the active latent dimensions
+(mean KL > 0.1 nats) and the MIG of z_mean against the varying factors.
 
-    OMP_NUM_THREADS=1 MPLBACKEND=Agg python scripts/calibrate_lab5.py --seeds 1337 0 1 2
+Usage (from the repository root, `source scripts/env.sh` first):
 
-For every training seed it runs the code cells of the source notebook (the reference
-solution; the graded check cells are skipped) with `SEED` set to that seed, then runs the
-grader's `trained` probe and measures, per beta, exactly what the hidden checks measure:
-the reconstruction error (nats per image, decoded from z_mean), the total KL, the
-number of active latent dimensions (mean KL > 0.1 nats) and the MIG of z_mean against
-the varying factors.
+    # known-good: the solution, one run per training seed
+    python scripts/calibrate_lab5.py --profile fast --seeds 1337 0 1 2 --out /tmp/l5-good.json
+    # known-poor, trained and graded like a student's notebook
+    python scripts/calibrate_lab5.py --profile fast --seeds --poor beta_ignored untrained \\
+        --poor-seeds 1337 --out /tmp/l5-poor.json
+    # the thresholds, from both files (no training)
+    python scripts/calibrate_lab5.py --profile fast --combine /tmp/l5-good.json /tmp/l5-poor.json \\
+        --out /tmp/l5.json --write-calibration
 
-Known-bad submissions: "beta ignored" (the loss does not weight the KL, so every model is
-the beta=1 model; the notebook trains every beta from the same seed, so the models are
-identical; pairs of beta=1 models of different seeds are measured too), and the
-notebook's own model before training. The ratio thresholds lie at the geometric midpoint
-between the worst reference run and the best known-bad value, the MIG rise threshold at
-the arithmetic midpoint (a rise can be negative); the script fails unless every
-reference run passes every trend check and every known-bad submission fails one.
-
-Only the active profile (`$COURSE_PROFILE`, default fast) is measured; the other
-profile's entry is kept from the existing file or, when never measured, set to the
-measured thresholds and marked `"measured": false`.
+Known-poor: "beta ignored" (the loss does not weight the KL: the notebook trains every beta
+from the same seed, so all its models are the smallest beta's model; trained as a variant,
+and also formed from the reference runs: each run's smallest-beta model in every place, and
+pairs of smallest-beta models of two seeds, which show the seed-to-seed spread), and the
+notebook's models before training. The ratio thresholds lie at the geometric midpoint
+between the worst reference run and the best known-poor value, the MIG rise threshold at
+the arithmetic midpoint (a rise can be negative); `derive_thresholds` refuses thresholds
+under which a reference run fails a check or a known-poor model passes them all.
 """
 
-import argparse
-import json
-import os
 import pathlib
 import sys
-import tempfile
-import time
 
 import numpy as np
 
@@ -38,53 +37,56 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
-import course_lib  # noqa: E402  (torch backend before keras)
+import course_lib  # noqa: E402, F401  (torch backend before keras)
 
 from autograder import calibration  # noqa: E402
 from autograder.checks import test_lab5 as lab5_checks  # noqa: E402
-from autograder.probes.assemble import run_probes_in_process  # noqa: E402
-from calibration_common import (  # noqa: E402
-    SEED_LINE,
-    geometric_midpoint,
-    notebook_code_cells,
-    summarize,
-)
+from calibration_common import PROBE_SEED, geometric_midpoint, seeds_main, summarize  # noqa: E402
 from course_lib import disentanglement  # noqa: E402
 
 LAB = "lab5"
-NOTEBOOK = REPO_ROOT / "source" / LAB / f"{LAB}.ipynb"
-CALIBRATION_FILE = calibration.calibration_path(LAB)
 DESCRIPTION = "Trend thresholds of lab5's hidden checks, with the measurements they come from."
-PROBE_SEED = 0
+LOSS_CELL = "def beta_vae_loss("
+TRAINING_CELL = "models, histories = {}, {}"
 THRESHOLD_RULE = (
     "Each ratio threshold is the geometric midpoint between the worst reference run and the "
-    "best known-bad value: 'beta ignored' (every model equal to a beta=1 model, same or other "
-    "seed) for the two ratios, the untrained model for the smallest beta's reconstruction "
-    "error. The MIG rise (largest beta minus smallest beta) threshold is the arithmetic "
-    "midpoint between the smallest reference rise and the largest 'beta ignored' rise (two "
-    "beta=1 models of different seeds)."
+    "best known-poor value: 'beta ignored' (every model equal to a beta=1 model: trained so, "
+    "or formed from the reference runs of one seed or of two seeds) for the two ratios, the "
+    "untrained models for the smallest beta's reconstruction error. The MIG rise (largest beta "
+    "minus smallest beta) threshold is the arithmetic midpoint between the smallest reference "
+    "rise and the largest 'beta ignored' rise."
 )
+VARIANTS = {
+    "beta_ignored": {
+        "what": "a loss that weights the KL by 1 whatever the model's beta",
+        "after": LOSS_CELL,
+        "source": ("_solution_beta_vae_loss = beta_vae_loss\n\n\n"
+                   "def beta_vae_loss(images, reconstructions, z_mean, z_log_var, beta):  # planted: beta ignored\n"
+                   "    return _solution_beta_vae_loss(images, reconstructions, z_mean, z_log_var, 1.0)\n"),
+    },
+    "untrained": {
+        "what": "the notebook's models as built, before any training (same seed)",
+        "after": TRAINING_CELL,
+        "source": ("for beta in models:  # planted: the models before training\n"
+                   "    course_lib.set_seed(SEED)\n"
+                   "    models[beta] = BetaVAE(build_encoder(LATENT_DIM), build_decoder(LATENT_DIM), beta=beta)\n"),
+    },
+}
 
 
-def probe_trained(models):
-    """Runs the grader's `trained` probe on `{beta: model}`; returns facts and arrays."""
-    with tempfile.TemporaryDirectory() as folder:
-        items = run_probes_in_process(LAB, {"models": models}, folder, seed=PROBE_SEED, only=["trained"])
-        if not items["trained"]["ok"]:
-            raise RuntimeError(f"The trained probe failed: {items['trained']['error']}")
-        with np.load(pathlib.Path(folder) / "probe.npz") as data:
-            arrays = {key.split("/", 1)[1]: data[key] for key in data.files}
-    return items["trained"]["facts"], arrays
+def per_beta_rows(betas, arrays):
+    """Per beta (ascending): what the checks measure, plus the MIG for the record.
 
-
-def measure_models(models):
-    """Per beta (ascending): what the checks measure, plus the MIG for the record."""
-    facts, arrays = probe_trained(models)
+    Args:
+        betas: the probe's betas, in its order.
+        arrays: `{name: array}` of the `trained` probe item (z_mean_i, z_log_var_i,
+            reconstruction_error_i, factors).
+    """
     rows = {}
-    for index, beta in enumerate(facts["betas"]):
+    for index, beta in enumerate(betas):
         z_mean, z_log_var = arrays[f"z_mean_{index}"], arrays[f"z_log_var_{index}"]
         kl = disentanglement.kl_per_dimension(z_mean, z_log_var)
-        rows[repr(beta)] = {
+        rows[repr(float(beta))] = {
             "reconstruction_error": round(float(arrays[f"reconstruction_error_{index}"].mean()), 4),
             "total_kl": round(float(kl.sum()), 4),
             "kl_per_dimension": [round(float(value), 4) for value in kl],
@@ -108,14 +110,42 @@ def trends(rows):
     }
 
 
-def run_reference(seed):
-    """Runs the notebook with `SEED = seed`; returns the namespace and the seconds it took."""
-    namespace = {"__name__": "__main__"}
-    started = time.time()
-    for source in notebook_code_cells(NOTEBOOK):
-        source = SEED_LINE.sub(f"SEED = {seed}", source)
-        exec(compile(source, f"<{LAB} cell>", "exec"), namespace)
-    return namespace, round(time.time() - started, 1)
+def measure(probes):
+    """One graded run: the per-beta rows of the `trained` probe and their trends."""
+    facts = probes.facts("trained")
+    prefix = "trained/"
+    arrays = {key[len(prefix):]: value for key, value in probes.arrays.items() if key.startswith(prefix)}
+    rows = per_beta_rows(facts["betas"], arrays)
+    return {"per_beta": rows, "trends": trends(rows)}
+
+
+def beta_ignored_from_runs(runs):
+    """"Beta ignored" models formed from reference runs: {name: trends}.
+
+    With beta ignored every model is the smallest beta's model of the same seed, so each
+    run gives one (all rows its smallest beta's); pairs of seeds (cycling through the runs
+    sorted by seed) put one seed's smallest-beta model at the smallest beta and another's
+    at the largest, the seed-to-seed spread a trend must exceed.
+    """
+    runs = sorted(runs, key=lambda run: run["seed"])
+    lowest = [run["per_beta"][min(run["per_beta"], key=float)] for run in runs]
+    highest_beta = [max(run["per_beta"], key=float) for run in runs]
+    ignored = {}
+    for run, low, high_beta in zip(runs, lowest, highest_beta):
+        low_beta = min(run["per_beta"], key=float)
+        ignored[f"beta_ignored_seed_{run['seed']}"] = trends({low_beta: low, high_beta: low})
+    for index, (first, second) in enumerate(zip(runs, runs[1:] + runs[:1])):
+        if first is second:
+            continue
+        low_beta = min(first["per_beta"], key=float)
+        ignored[f"beta_ignored_seeds_{first['seed']}_{second['seed']}"] = trends(
+            {low_beta: lowest[index], highest_beta[index]: lowest[(index + 1) % len(runs)]})
+    return ignored
+
+
+def _poor(details, variant):
+    return {f"{variant} (seed {run['seed']})": run["trends"] for run in details.get("poor_runs", [])
+            if run["variant"] == variant}
 
 
 def verdicts(trend, thresholds):
@@ -129,70 +159,61 @@ def verdicts(trend, thresholds):
     }
 
 
-def derive_thresholds(reference_runs, bad):
-    """Thresholds and margins from the reference runs and the known-bad submissions.
+def derive_thresholds(details):
+    """Thresholds from the reference runs and the known-poor models in `details`.
 
     Raises:
-        RuntimeError: if no threshold separates the reference runs from the known-bad
-            submissions, or a reference run fails a check or a known-bad one passes all.
+        calibration.CalibrationError: if no threshold separates them, a reference run fails
+            a check, or a known-poor model passes them all.
     """
-    good = [run["trends"] for run in reference_runs.values()]
-    ignored = [entry["trends"] for name, entry in bad.items() if name.startswith("beta_ignored")]
-    worst_good_ratio = min(t["reconstruction_error_ratio"] for t in good)
-    best_bad_ratio = max(t["reconstruction_error_ratio"] for t in ignored)
-    worst_good_kl = max(t["kl_ratio"] for t in good)
-    best_bad_kl = min(t["kl_ratio"] for t in ignored)
-    worst_good_error = max(t["smallest_beta_reconstruction_error"] for t in good)
-    untrained_error = bad["untrained"]["trends"]["smallest_beta_reconstruction_error"]
-    worst_good_mig_rise = min(t["mig_difference"] for t in good)
-    best_bad_mig_rise = max(t["mig_difference"] for t in ignored)
-    if not (best_bad_ratio < worst_good_ratio and worst_good_kl < best_bad_kl and worst_good_error < untrained_error
-            and best_bad_mig_rise < worst_good_mig_rise):
-        raise RuntimeError("The reference runs and the known-bad submissions overlap; no threshold separates them.")
+    good = {run["seed"]: run["trends"] for run in details["runs"]}
+    ignored = {**beta_ignored_from_runs(details["runs"]), **_poor(details, "beta_ignored")}
+    untrained = _poor(details, "untrained")
+    if not untrained:
+        raise calibration.CalibrationError("lab5 needs an `untrained` known-poor run (--poor untrained).")
+    worst = {
+        "ratio": min(t["reconstruction_error_ratio"] for t in good.values()),
+        "kl": max(t["kl_ratio"] for t in good.values()),
+        "error": max(t["smallest_beta_reconstruction_error"] for t in good.values()),
+        "mig": min(t["mig_difference"] for t in good.values()),
+    }
+    best = {
+        "ratio": max(t["reconstruction_error_ratio"] for t in ignored.values()),
+        "kl": min(t["kl_ratio"] for t in ignored.values()),
+        "error": min(t["smallest_beta_reconstruction_error"] for t in untrained.values()),
+        "mig": max(t["mig_difference"] for t in ignored.values()),
+    }
+    if not (best["ratio"] < worst["ratio"] and worst["kl"] < best["kl"] and worst["error"] < best["error"]
+            and best["mig"] < worst["mig"]):
+        raise calibration.CalibrationError(
+            f"lab5: the reference runs (worst {worst}) and the known-poor models (best {best}) overlap; "
+            "no threshold separates them.")
     thresholds = {
-        "min_reconstruction_error_ratio": round(geometric_midpoint(best_bad_ratio, worst_good_ratio), 3),
-        "max_kl_ratio": round(geometric_midpoint(worst_good_kl, best_bad_kl), 3),
-        "max_reconstruction_error_smallest_beta": round(geometric_midpoint(worst_good_error, untrained_error), 3),
-        "min_mig_rise": round((worst_good_mig_rise + best_bad_mig_rise) / 2.0, 3),
+        "min_reconstruction_error_ratio": round(geometric_midpoint(best["ratio"], worst["ratio"]), 3),
+        "max_kl_ratio": round(geometric_midpoint(worst["kl"], best["kl"]), 3),
+        "max_reconstruction_error_smallest_beta": round(geometric_midpoint(worst["error"], best["error"]), 3),
+        "min_mig_rise": round((worst["mig"] + best["mig"]) / 2.0, 3),
     }
-    margins = {
-        "reconstruction_error_ratio": {
-            "worst_reference": worst_good_ratio, "best_beta_ignored": best_bad_ratio,
-            "worst_reference_over_threshold": round(worst_good_ratio / thresholds["min_reconstruction_error_ratio"], 3),
-        },
-        "kl_ratio": {
-            "worst_reference": worst_good_kl, "best_beta_ignored": best_bad_kl,
-            "threshold_over_worst_reference": round(thresholds["max_kl_ratio"] / worst_good_kl, 3),
-        },
-        "mig_rise": {
-            "worst_reference": worst_good_mig_rise, "best_beta_ignored": best_bad_mig_rise,
-            "worst_reference_minus_threshold": round(worst_good_mig_rise - thresholds["min_mig_rise"], 4),
-        },
-        "smallest_beta_reconstruction_error": {
-            "worst_reference": worst_good_error, "untrained": untrained_error,
-            "threshold_over_worst_reference": round(thresholds["max_reconstruction_error_smallest_beta"] / worst_good_error, 3),
-        },
-    }
-    failures = [f"reference seed {seed} fails {name}" for seed, run in reference_runs.items()
-                for name, passed in verdicts(run["trends"], thresholds).items() if not passed]
-    failures += [f"known-bad {name} passes" for name, entry in bad.items() if all(verdicts(entry["trends"], thresholds).values())]
+    failures = [f"reference seed {seed} fails {name}" for seed, trend in good.items()
+                for name, passed in verdicts(trend, thresholds).items() if not passed]
+    failures += [f"known-poor {name} passes" for name, trend in {**ignored, **untrained}.items()
+                 if all(verdicts(trend, thresholds).values())]
     if failures:
-        raise RuntimeError("; ".join(failures))
-    return thresholds, margins
+        raise calibration.CalibrationError("lab5: " + "; ".join(failures))
+    return thresholds, ignored, untrained
 
 
 def quantities(details):
     """lab5's calibrated quantities, derived from the stored runs in `details`."""
-    runs, bad = details["reference_runs"], details["known_bad"]
-    thresholds, _ = derive_thresholds(runs, bad)
-    good = [run["trends"] for run in runs.values()]
-    ignored = {name: entry["trends"] for name, entry in bad.items() if name.startswith("beta_ignored")}
-    what = f"the solution notebook, seeds {sorted(runs)}"
-    ignored_what = "every model equal to a beta=1 model (the loss ignores beta), same or other seeds"
+    thresholds, ignored, untrained = derive_thresholds(details)
+    good = [run["trends"] for run in details["runs"]]
+    what = f"the solution notebook, seeds {[run['seed'] for run in details['runs']]}, probe seed {details['probe_seed']}"
+    ignored_what = ("every model equal to a beta=1 model: trained with the KL weighted by 1 "
+                    f"({VARIANTS['beta_ignored']['what']}), or formed from the reference runs of one or two seeds")
 
     def entry(name, description, direction, key, poor, poor_what):
         return calibration.quantity(description, direction, [t[key] for t in good], what,
-                                    {n: t[key] for n, t in poor.items()}, poor_what, THRESHOLD_RULE,
+                                    {n: t[key] for n, t in poor.items()}, poor_what, details["rule"],
                                     thresholds[name])
 
     return {
@@ -204,106 +225,33 @@ def quantities(details):
             ignored, ignored_what),
         "max_reconstruction_error_smallest_beta": entry(
             "max_reconstruction_error_smallest_beta", "reconstruction error (nats per image) of the smallest beta",
-            "at_most", "smallest_beta_reconstruction_error", {"untrained": bad["untrained"]["trends"]},
-            "the untrained model"),
+            "at_most", "smallest_beta_reconstruction_error", untrained, VARIANTS["untrained"]["what"]),
         "min_mig_rise": entry(
             "min_mig_rise", "MIG of the largest beta minus that of the smallest", "at_least", "mig_difference",
             ignored, ignored_what),
     }
 
 
-def write_calibration(path, profile, details, budget, seeds, measured_on, load_average=None, date=None):
-    """Writes `profile`'s entry (thresholds derived from `details`), keeping the other profile's."""
-    entry = calibration.profile_entry(quantities(details), budget, seeds, details, measured_on,
-                                      date=date, load_average=load_average)
-    calibration.write_profile(path, LAB, "scripts/calibrate_lab5.py", DESCRIPTION, profile, entry)
-    return entry["thresholds"]
+def details_extra(seeds, profile):
+    """What every lab5 entry records beside the runs (no crude generators: the trends need models)."""
+    return {"probe_seed": PROBE_SEED, "rule": THRESHOLD_RULE}
 
 
-def rederive(path, profile):
-    """Recomputes `profile`'s thresholds from the measurements stored in `path` (no training)."""
-    stored = json.loads(path.read_text())["profiles"][profile]
-    details = stored["details"]
-    details["margins"] = derive_thresholds(details["reference_runs"], details["known_bad"])[1]
-    return write_calibration(path, profile, details, stored["budget"], stored["seeds"], stored["measured_on"],
-                             load_average=stored.get("load_average_1min"), date=stored["date"])
+def run_summary(runs):
+    """Per beta and per trend: mean, spread and range over the runs (written to --out)."""
+    betas = sorted(runs[0]["per_beta"], key=float)
+    return {
+        "per_beta": {beta: {metric: summarize([run["per_beta"][beta][metric] for run in runs])
+                            for metric in ("mig", "reconstruction_error", "total_kl", "active_dims")}
+                     for beta in betas},
+        "trends": {name: summarize([run["trends"][name] for run in runs])
+                   for name in ("reconstruction_error_ratio", "kl_ratio", "mig_difference")},
+        "mig_rises_in_runs": f"{sum(run['trends']['mig_difference'] > 0 for run in runs)} of {len(runs)}",
+    }
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1337, 0, 1, 2])
-    parser.add_argument("--out", type=pathlib.Path, default=CALIBRATION_FILE)
-    parser.add_argument(
-        "--rederive", action="store_true",
-        help="recompute the active profile's thresholds from the runs stored in --out, without training",
-    )
-    arguments = parser.parse_args(argv)
-    profile = course_lib.active_profile()
-    if arguments.rederive:
-        print(f"thresholds ({profile}, rederived): {rederive(arguments.out, profile)}")
-        return 0
-    settings = course_lib.settings(LAB, profile)
-    betas = sorted(float(beta) for beta in settings["betas"])
-
-    reference_runs, smallest_beta_models, untrained = {}, {}, None
-    for seed in arguments.seeds:
-        namespace, seconds = run_reference(seed)
-        models = namespace["models"]
-        rows = measure_models(models)
-        reference_runs[str(seed)] = {"notebook_seconds": seconds, "per_beta": rows, "trends": trends(rows)}
-        smallest_beta_models[seed] = models[betas[0]]
-        if untrained is None:
-            course_lib.set_seed(seed)
-            fresh = namespace["BetaVAE"](
-                namespace["build_encoder"](namespace["LATENT_DIM"]), namespace["build_decoder"](namespace["LATENT_DIM"])
-            )
-            untrained = measure_models({beta: fresh for beta in betas})
-        print(f"seed {seed}: {json.dumps(reference_runs[str(seed)])}", flush=True)
-
-    bad = {}
-    for seed, model in smallest_beta_models.items():
-        # The notebook seeds every beta alike: with beta ignored, every model is this one.
-        rows = measure_models({beta: model for beta in betas})
-        bad[f"beta_ignored_seed_{seed}"] = {"per_beta": rows, "trends": trends(rows)}
-    seeds = list(smallest_beta_models)
-    for first, second in zip(seeds, seeds[1:] + seeds[:1]):
-        if first == second:
-            continue
-        models = {betas[0]: smallest_beta_models[first], betas[-1]: smallest_beta_models[second]}
-        models.update({beta: smallest_beta_models[first] for beta in betas[1:-1]})
-        rows = measure_models(models)
-        bad[f"beta_ignored_seeds_{first}_{second}"] = {"per_beta": rows, "trends": trends(rows)}
-    bad["untrained"] = {"per_beta": untrained, "trends": trends(untrained)}
-    for name, entry in bad.items():
-        print(f"known bad {name}: {json.dumps(entry['trends'])}", flush=True)
-
-    thresholds, margins = derive_thresholds(reference_runs, bad)
-    good = [run["trends"] for run in reference_runs.values()]
-
-    per_beta_summary = {}
-    for beta in (repr(beta) for beta in betas):
-        per_beta_summary[beta] = {
-            metric: summarize([run["per_beta"][beta][metric] for run in reference_runs.values()])
-            for metric in ("mig", "reconstruction_error", "total_kl", "active_dims")
-        }
-    mig_rises = [run["trends"]["mig_difference"] > 0 for run in reference_runs.values()]
-    details = {
-        "probe_seed": PROBE_SEED,
-        "reference_runs": reference_runs,
-        "per_beta_summary": per_beta_summary,
-        "trend_summary": {
-            name: summarize([t[name] for t in good])
-            for name in ("reconstruction_error_ratio", "kl_ratio", "mig_difference")
-        },
-        "mig_rises_in_runs": f"{sum(mig_rises)} of {len(mig_rises)}",
-        "known_bad": bad,
-        "margins": margins,
-    }
-    write_calibration(arguments.out, profile, details, settings, arguments.seeds, course_lib.describe_device(),
-                      load_average=round(os.getloadavg()[0], 2))
-    print(f"thresholds ({profile}): {thresholds}")
-    print(f"wrote {arguments.out}")
-    return 0
+    return seeds_main(LAB, argv, DESCRIPTION, measure, quantities, run_summary, details_extra, VARIANTS)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import tempfile
 
 import nbformat
@@ -78,10 +79,11 @@ def seeded_notebook(lab, seed, variant=None):
     return notebook
 
 
-def run_seed(lab, seed, data_dir, profile, variant=None):
+def run_seed(lab, seed, data_dir, profile, variant=None, kernel_threads=None):
     """Executes the seeded notebook in a grading kernel, then its probes (the grader's own path).
 
-    `variant`: see `seeded_notebook`.
+    `variant`: see `seeded_notebook`. `kernel_threads`: torch's CPU threads in the kernel
+    (None: all cores).
 
     Returns:
         (ProbeResults, notebook seconds).
@@ -95,11 +97,48 @@ def run_seed(lab, seed, data_dir, profile, variant=None):
     notebook = seeded_notebook(lab, seed, variant)
     probe_dir = pathlib.Path(tempfile.mkdtemp(prefix=f"calibrate-{lab}-{seed}-"))
     result, probe_run = probe_notebook(notebook, lab, probe_dir, PROBE_SEED, profile=profile, timeout_s=TIMEOUT_S,
-                                       memory_limit_mb=MEMORY_LIMIT_MB, data_dir=data_dir)
+                                       memory_limit_mb=MEMORY_LIMIT_MB, data_dir=data_dir,
+                                       kernel_threads=kernel_threads)
     if result.errors or not result.exported or not probe_run.ok:
         raise RuntimeError(f"{lab} seed {seed}: the notebook failed: "
                            f"{result.errors or result.stopped or probe_run.problem}")
     return ProbeResults(probe_dir, profile=profile, lab=lab), result.seconds
+
+
+RUN_FILE = "run.json"
+
+
+def keep_probes(probes, folder, variant, seed, seconds):
+    """Copies one run's probe files to `folder`/<variant or "reference">-seed<seed>/ with its run.json."""
+    kept = pathlib.Path(folder) / f"{variant or 'reference'}-seed{seed}"
+    kept.mkdir(parents=True, exist_ok=True)
+    for name in ("probe.json", "probe.npz"):
+        shutil.copy(probes.probe_dir / name, kept / name)
+    run = {"variant": variant, "seed": seed, "notebook_seconds": seconds, "profile": probes.profile}
+    (kept / RUN_FILE).write_text(json.dumps(run, indent=2))
+    return kept
+
+
+def kept_runs(folders, lab, profile):
+    """The runs kept by `keep_probes` in `folders`: [(run.json dict, ProbeResults)], in order.
+
+    Raises:
+        RuntimeError: if a folder holds no kept run, or a run of another profile.
+    """
+    from autograder.checking import ProbeResults
+
+    found = []
+    for folder in folders:
+        runs = sorted(pathlib.Path(folder).glob(f"*/{RUN_FILE}"))
+        if not runs:
+            raise RuntimeError(f"No kept runs (*/{RUN_FILE}) in {folder}; expected the --keep-probes folder of "
+                               "an earlier run.")
+        for path in runs:
+            run = json.loads(path.read_text())
+            if run["profile"] != profile:
+                raise RuntimeError(f"{path.parent} is a {run['profile']!r} run; expected --profile {profile}.")
+            found.append((run, ProbeResults(path.parent, profile=profile, lab=lab)))
+    return found
 
 
 def combine(paths, key="runs"):
@@ -136,25 +175,54 @@ def seeds_main(lab, argv, description, measure, quantities, summary, poor_detail
     parser.add_argument("--poor", nargs="*", default=[], choices=sorted(variants) or None,
                         help="known-poor variants to train and grade (one run per --poor-seeds seed)")
     parser.add_argument("--poor-seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--out", type=pathlib.Path, required=True, help="the per-seed runs (JSON)")
+    parser.add_argument("--out", type=pathlib.Path, help="the per-seed runs (JSON; needed unless --defer-measure)")
     parser.add_argument("--combine", nargs="+", metavar="JSON",
                         help="summarize the runs of earlier outputs instead of running seeds")
     parser.add_argument("--write-calibration", action="store_true",
                         help=f"also write the profile's entry of autograder/calibration/{lab}.json")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads in each grading kernel")
+    parser.add_argument("--keep-probes", type=pathlib.Path, metavar="DIR",
+                        help="keep each run's probe files in DIR (to measure them again later)")
+    parser.add_argument("--defer-measure", action="store_true",
+                        help="with --keep-probes: train and probe only (for example while an evaluator is retrained)")
+    parser.add_argument("--from-probes", type=pathlib.Path, nargs="+", metavar="DIR",
+                        help="measure the runs kept in these --keep-probes folders instead of training")
     arguments = parser.parse_args(argv)
+    if arguments.defer_measure and not arguments.keep_probes:
+        parser.error("--defer-measure needs --keep-probes DIR (the runs would be lost)")
+    if not arguments.out and not arguments.defer_measure:
+        parser.error("the following arguments are required: --out (where the measured runs go)")
     data_dir = os.environ.get("COURSE_DATA_DIR")
     runs = combine(arguments.combine) if arguments.combine else []
     poor_runs = combine(arguments.combine, "poor_runs") if arguments.combine else []
-    for seed in [] if arguments.combine else arguments.seeds:
-        probes, seconds = run_seed(lab, seed, data_dir, arguments.profile)
-        runs.append({"seed": seed, **measure(probes), "notebook_seconds": seconds})
-        print(json.dumps(runs[-1]), flush=True)
-    for seed in [] if arguments.combine else arguments.poor_seeds:
-        for name in arguments.poor:
-            probes, seconds = run_seed(lab, seed, data_dir, arguments.profile, variants[name])
-            poor_runs.append({"variant": name, "seed": seed, **(measure_poor or measure)(probes),
+
+    def record(variant, seed, probes, seconds):
+        if arguments.keep_probes:
+            keep_probes(probes, arguments.keep_probes, variant, seed, seconds)
+        if arguments.defer_measure:
+            return
+        if variant is None:
+            runs.append({"seed": seed, **measure(probes), "notebook_seconds": seconds})
+        else:
+            poor_runs.append({"variant": variant, "seed": seed, **(measure_poor or measure)(probes),
                               "notebook_seconds": seconds})
-            print(json.dumps(poor_runs[-1]), flush=True)
+        print(json.dumps((runs if variant is None else poor_runs)[-1]), flush=True)
+
+    if arguments.from_probes:
+        for run, probes in kept_runs(arguments.from_probes, lab, arguments.profile):
+            if run["variant"] is not None and run["variant"] not in variants:
+                raise RuntimeError(f"Kept run of unknown variant {run['variant']!r}; known: {sorted(variants)}")
+            record(run["variant"], run["seed"], probes, run["notebook_seconds"])
+    trains = not (arguments.combine or arguments.from_probes)
+    for seed in arguments.seeds if trains else []:
+        record(None, seed, *run_seed(lab, seed, data_dir, arguments.profile, kernel_threads=arguments.threads))
+    for seed in arguments.poor_seeds if trains else []:
+        for name in arguments.poor:
+            record(name, seed, *run_seed(lab, seed, data_dir, arguments.profile, variants[name],
+                                         kernel_threads=arguments.threads))
+    if arguments.defer_measure:
+        print(f"kept the runs in {arguments.keep_probes}; measure them with --from-probes {arguments.keep_probes}")
+        return 0
     report = {"profile": arguments.profile, "settings": course_lib.settings(lab, arguments.profile), "runs": runs,
               **({"poor_runs": poor_runs} if poor_runs else {}), **(summary(runs) if runs else {})}
     arguments.out.write_text(json.dumps(report, indent=2))
