@@ -1,311 +1,264 @@
-"""Calibrates the lab4 thresholds (sample quality, reconstructions) from measured runs.
+"""Calibrates lab4's sample-quality and reconstruction thresholds (autograder/calibration/lab4.json).
 
-Two stages, so that the slow one can run per seed, in parallel or on another machine:
+Every run goes through the grader's own path (`calibration_common.run_seed`): the
+solution notebook with `SEED` set is executed in a grading kernel, its export is probed
+in the sandboxed probe process, and the prior samples and test reconstructions are
+scored exactly as `test_prior_sample_quality` and `test_reconstructions_of_test_images`
+score them (`autograder.checks.test_lab4.prior_sample_quality`, `reconstruction_mse`).
 
-    # 1. Train the reference solution (the code cells of source/lab4/lab4.ipynb, SEED
-    #    replaced) and measure it exactly as the grader does; one JSON per seed.
-    python scripts/calibrate_lab4.py train --profile fast --seed 0 --work-dir /tmp/calibrate_lab4
-    # 2. Measure the known-bad generators, combine, choose thresholds, write the file.
-    python scripts/calibrate_lab4.py summarize --profile fast --work-dir /tmp/calibrate_lab4
+Usage (from the repository root, `source scripts/env.sh` first):
 
-`summarize` rewrites only the given profile's entry of autograder/calibration/lab4.json
-(format: autograder/calibration.py; `quantities()` derives the thresholds from the stored
-runs). A profile never measured stays marked unmeasured, with its fallback profile.
-Thresholds: the midpoint between the seeds' worst value and the best known-bad
-generator, so that both sides keep the same margin. The script stops unless that margin
-is at least `MIN_RELATIVE_MARGIN` of the threshold and at least `SPREAD_MARGIN` standard
-deviations of the seeds (a correct notebook then falls past the threshold only far out in
-the tail of its seed-to-seed spread).
+    # known-good: the solution, one run per training seed
+    python scripts/calibrate_lab4.py --profile fast --seeds 0 1 2 --out /tmp/l4-good.json
+    # known-poor, trained and graded like a student's notebook
+    python scripts/calibrate_lab4.py --profile fast --seeds --poor tenth_of_budget one_step \\
+        loss_mean_over_pixels variance_fixed_at_one --poor-seeds 0 1 --out /tmp/l4-poor.json
+    # the thresholds, from both files (no training)
+    python scripts/calibrate_lab4.py --profile fast --combine /tmp/l4-good.json /tmp/l4-poor.json \\
+        --out /tmp/l4.json --write-calibration
+
+Training while the CIFAR-10 evaluator is retrained: add `--keep-probes DIR --defer-measure`,
+then measure with `--from-probes DIR --out ...` once the evaluator is in place.
+
+Known-poor models: the trained variants below and the crude generators of
+`autograder/bad_generators.py` (and, for reconstructions, constant, noisy and unrelated
+images). A threshold lies at the geometric midpoint between the worst reference run and
+the best known-poor model (training copies excluded: they are real images, and the copy
+check rejects them); `calibration.quantity` refuses a threshold that does not separate them.
 """
 
-import argparse
-import json
-import os
 import pathlib
-import platform
-import re
 import sys
-import tempfile
-import time
 
-COURSE_ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(COURSE_ROOT))
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+
+import course_lib  # noqa: E402  (torch backend before keras)
 
 from autograder import calibration  # noqa: E402
+from calibration_common import PROBE_SEED, geometric_midpoint, seeds_main, summarize  # noqa: E402
 
-NOTEBOOK = COURSE_ROOT / "source" / "lab4" / "lab4.ipynb"
-CALIBRATION_FILE = COURSE_ROOT / "autograder" / "calibration" / "lab4.json"
+LAB = "lab4"
+DATASET = "cifar10"
 DESCRIPTION = "Sample-quality and reconstruction thresholds of lab4's hidden checks, with the runs they come from."
-SEED_LINE = re.compile(r"^SEED = \d+$", re.MULTILINE)
-MARKER_LINE = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$", re.MULTILINE)
-PROBE_SEED = 0
-BAD_SEED = 0
-MIN_RELATIVE_MARGIN = 0.05  # seeds and bad generators each 5 % or more from the threshold
-SPREAD_MARGIN = 3.0  # ... and at least 3 standard deviations of the seeds
-MAX_COPY_FRACTION = 0.05
-# Bad generators judged by the copy fraction rather than by the Fréchet distance.
+BAD_GENERATOR_SEED = 0
+# Generators whose images are real: the copy check rejects them, not the quality check.
 COPY_GENERATORS = ("training_copies",)
+# Share of (near) copies allowed; fixed: a copier shows 100%, every VAE run 0%.
+MAX_COPY_FRACTION = 0.05
+RECORDED_METRICS = ("frechet_distance", "classifier_score", "marginal_entropy_fraction", "copy_fraction")
+SETUP_CELL = 'SETTINGS = course_lib.settings("lab4")'
+LOSS_CELL = "def reconstruction_loss("
+FAST = course_lib.settings(LAB, "fast")
+IMAGE_VALUES = 32 * 32 * 3
 
 
-def solution_source(seed):
-    """The notebook's code cells (solution included, check cells left out), SEED replaced."""
-    import nbformat
-
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    cells = []
-    for cell in notebook.cells:
-        if cell.cell_type != "code" or cell.metadata.get("nbgrader", {}).get("grade"):
-            continue
-        cells.append(MARKER_LINE.sub("", cell.source))
-    source = "\n\n".join(cells)
-    if len(SEED_LINE.findall(source)) != 1:
-        raise ValueError(f"Expected one `SEED = <int>` line in {NOTEBOOK}.")
-    return SEED_LINE.sub(f"SEED = {int(seed)}", source)
+def _budget(train_examples, epochs):
+    return f"SETTINGS = dict(SETTINGS, train_examples={train_examples}, epochs={epochs})"
 
 
-def training_images(profile):
-    import course_lib
+def _planted_loss(body, why):
+    return (f"_solution_reconstruction_loss = reconstruction_loss\n\n\n"
+            f"def reconstruction_loss(images, reconstructions):  # planted for calibration: {why}\n"
+            f"    {body}\n")
+
+
+# Known-poor notebooks: each one cell inserted into the solution (calibration_common.seeded_notebook).
+VARIANTS = {
+    "fast_budget": {
+        "what": f"the solution trained on the fast profile's budget ({FAST['train_examples']} images x "
+                f"{FAST['epochs']} epochs), graded in the chosen profile",
+        "after": SETUP_CELL, "source": _budget(FAST["train_examples"], FAST["epochs"]),
+    },
+    "tenth_of_budget": {
+        "what": f"the solution trained on 1/10 of the fast budget "
+                f"({FAST['train_examples'] * FAST['epochs'] // 10} images x 1 epoch)",
+        "after": SETUP_CELL, "source": _budget(FAST["train_examples"] * FAST["epochs"] // 10, 1),
+    },
+    "one_step": {
+        "what": f"the solution trained for one step ({FAST['batch_size']} images x 1 epoch): nearly untrained",
+        "after": SETUP_CELL, "source": _budget(FAST["batch_size"], 1),
+    },
+    "loss_mean_over_pixels": {
+        "what": "a reconstruction loss averaged over the pixels instead of summed (the KL term then "
+                f"weighs {IMAGE_VALUES} times too much)",
+        "after": LOSS_CELL,
+        "source": _planted_loss(f"return _solution_reconstruction_loss(images, reconstructions) / {IMAGE_VALUES}",
+                                "mean over pixels"),
+    },
+    "variance_fixed_at_one": {
+        "what": "a Gaussian likelihood with the pixel variance fixed at 1 instead of fitted (pixel errors "
+                "of about 0.1 then cost almost nothing against the KL term)",
+        "after": LOSS_CELL,
+        "source": _planted_loss("return ops.sum(0.5 * ops.square(images - reconstructions) + "
+                                "0.5 * np.log(2.0 * np.pi), axis=(1, 2, 3))", "variance fixed at 1"),
+        # Known-poor for the reconstructions only. Its samples (fast: Fréchet distance 491-496,
+        # score 1.18-1.23) lie between the reference's (441-457, 1.27-1.39) and the under-trained
+        # runs' (528-553): a sample threshold pinned between it and the reference would sit
+        # within 4% of the reference, where correct architecture variants fall (they moved the
+        # distance by -4% to +6% in the lever sweep). test_reconstruction_loss_formula names
+        # this bug; the reconstruction MSE (0.036-0.040 vs 0.021-0.023) shows what it costs.
+        "poor_for": ("max_reconstruction_mse",),
+    },
+}
+ALL_QUANTITIES = ("max_frechet_distance", "min_classifier_score", "max_reconstruction_mse")
+# Crude generators a sample quantity is not calibrated against (another quantity rejects them;
+# `_require_every_poor_model_rejected` proves it).
+NOT_POOR_FOR = {
+    "max_frechet_distance": {
+        "uniform_noise": "in the evaluator's features noise lies as far from real images as the fast reference's "
+                         "blurry samples (fast: 447-451 vs 441-457); the classifier score rejects it (1.15)",
+    },
+}
+THRESHOLD_RULE = (
+    "max_frechet_distance, min_classifier_score and max_reconstruction_mse: geometric midpoint "
+    "between the worst reference run and the best known-poor model (trained variants of the "
+    "solution, graded like it, and crude generators; training copies excluded: they are real "
+    "images; each quantity's exclusions are named with its known-poor models), and every "
+    "known-poor sample model fails the Fréchet-distance or the classifier-score threshold; "
+    "max_copy_fraction: fixed at 0.05, checked to lie between the reference runs and the copier."
+)
+
+
+def _scores(samples, profile):
+    """The recorded metrics of prior samples, as the check computes them."""
+    from autograder.checks.test_lab4 import prior_sample_quality
+
+    report = prior_sample_quality(samples, profile)
+    return {name: round(float(report[name]), 6) for name in RECORDED_METRICS}
+
+
+def _mse(reconstructions):
+    import numpy as np
+
+    from autograder.checks.test_lab4 import reconstruction_mse
+
+    return round(reconstruction_mse(np.clip(reconstructions, 0.0, 1.0)), 6)
+
+
+def measure(probes):
+    """One graded run's metrics (the `samples` and `reconstructions` probes, probe seed PROBE_SEED)."""
+    return {**_scores(probes.array("samples", "samples"), probes.profile),
+            "reconstruction_mse": _mse(probes.array("reconstructions", "reconstructions"))}
+
+
+def crude_generators(seeds, profile):
+    """Known-poor generators and reconstructions that need no training (details entry)."""
+    import numpy as np
+
+    from autograder import bad_generators, evaluators
     from course_lib.data import load_cifar10
-
-    return load_cifar10("train", limit=course_lib.settings("lab4", profile)["train_examples"])[0]
-
-
-def exact_test_images():
-    from course_lib.data import load_cifar10
-
-    return load_cifar10("test", exact_only=True)[0]
-
-
-def measure_samples(samples, profile):
-    from autograder.quality import sample_quality_report
-
-    return sample_quality_report("cifar10", samples, training_images(profile))
-
-
-def reconstruction_mse(reconstructions):
-    import numpy as np
-
-    return float(np.mean((np.clip(reconstructions, 0.0, 1.0) - exact_test_images()) ** 2))
-
-
-def train_one_seed(profile, seed, work_dir):
-    """Runs the solution with `seed`, probes it like the grader, writes seed<seed>.json."""
-    os.environ["COURSE_PROFILE"] = profile
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    import numpy as np
-
-    from autograder.probes.assemble import run_probes_in_process
-
-    namespace = {"__name__": "__main__"}
-    started = time.time()
-    exec(compile(solution_source(seed), f"<{NOTEBOOK.name} seed {seed}>", "exec"), namespace)
-    run_seconds = time.time() - started
-    with tempfile.TemporaryDirectory() as probe_dir:
-        statuses = run_probes_in_process(
-            "lab4", namespace, probe_dir, seed=PROBE_SEED, only=["samples", "reconstructions"]
-        )
-        failed = {name: status["error"] for name, status in statuses.items() if not status["ok"]}
-        if failed:
-            raise RuntimeError(f"Probes failed: {failed}")
-        with np.load(pathlib.Path(probe_dir) / "probe.npz") as arrays:
-            samples = arrays["samples/samples"]
-            reconstructions = arrays["reconstructions/reconstructions"]
-    work_dir = pathlib.Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        work_dir / f"{profile}_seed{seed}.npz", samples=samples, reconstructions=reconstructions
-    )
-    result = {
-        "seed": int(seed),
-        "profile": profile,
-        "notebook_code_seconds": round(run_seconds, 1),
-        "final_training_loss": float(namespace["history"].history["loss"][-1]),
-        "machine": machine_description(),
-    }
-    (work_dir / f"{profile}_seed{seed}.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    return result
-
-
-def machine_description():
-    import course_lib
-
-    return f"{course_lib.describe_device()}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
-
-
-def bad_generator_values(profile):
-    """Sample quality of every known-bad generator, and reconstruction MSE of bad reconstructors."""
-    import numpy as np
-
-    import course_lib
-    from autograder.bad_generators import BAD_GENERATOR_NAMES, make_bad_samples
 
     num_samples = course_lib.settings("grading", profile)["num_samples"]
-    train = training_images(profile)
-    test = exact_test_images()
-    samples = {}
-    for name in BAD_GENERATOR_NAMES:
-        images = make_bad_samples(name, "cifar10", num_samples, BAD_SEED, train, test)
-        samples[name] = measure_samples(images, profile)
-    shuffled = test[np.random.default_rng(BAD_SEED).permutation(len(test))]
+    training_images = load_cifar10("train", limit=course_lib.settings(LAB, profile)["train_examples"])[0]
+    test_images = load_cifar10("test", exact_only=True)[0]
+    generator = np.random.default_rng(BAD_GENERATOR_SEED)
+    generators = {
+        name: _scores(bad_generators.make_bad_samples(name, DATASET, num_samples, BAD_GENERATOR_SEED,
+                                                      training_images, test_images), profile)
+        for name in bad_generators.BAD_GENERATOR_NAMES
+    }
     reconstructions = {
-        "mean_training_image": reconstruction_mse(np.repeat(train.mean(axis=0, keepdims=True), len(test), axis=0)),
-        "uniform_noise": reconstruction_mse(np.random.default_rng(BAD_SEED).random(test.shape, dtype=np.float32)),
-        "another_test_image": reconstruction_mse(shuffled),
-        "untrained_model": untrained_reconstruction_mse(),
+        "mean_training_image": _mse(np.broadcast_to(training_images.mean(axis=0), test_images.shape)),
+        "uniform_noise": _mse(generator.random(test_images.shape, dtype=np.float32)),
+        "another_test_image": _mse(test_images[generator.permutation(len(test_images))]),
     }
-    return {"samples": samples, "reconstructions": reconstructions, "num_samples": num_samples}
-
-
-def untrained_reconstruction_mse():
-    """Reconstruction MSE of the notebook's model before training (its decoder's start)."""
-    import numpy as np
-
-    import course_lib
-    from course_lib import vae as vae_lib
-
-    course_lib.set_seed(BAD_SEED)
-    namespace = {"__name__": "__main__"}
-    source = solution_source(BAD_SEED)
-    # Everything up to the training cell: the functions and classes the notebook defines.
-    exec(compile(source.split("encoder = vae_lib.build_encoder")[0], "<lab4 untrained>", "exec"), namespace)
-    encoder = vae_lib.build_encoder((32, 32, 3), namespace["LATENT_DIM"], seed=BAD_SEED)
-    decoder = namespace["build_cifar_decoder"](namespace["LATENT_DIM"])
-    test = exact_test_images()
-    z_mean = encoder.predict(test, verbose=0)[0]
-    return reconstruction_mse(np.asarray(decoder.predict(z_mean, verbose=0)))
-
-
-def measure_run(profile, work_dir, seed):
-    """Measures the saved samples and reconstructions of one seed, as the checks do."""
-    import numpy as np
-
-    work_dir = pathlib.Path(work_dir)
-    run = json.loads((work_dir / f"{profile}_seed{seed}.json").read_text())
-    with np.load(work_dir / f"{profile}_seed{seed}.npz") as arrays:
-        run["sample_quality"] = measure_samples(arrays["samples"], profile)
-        run["reconstruction_mse"] = reconstruction_mse(arrays["reconstructions"])
-    return run
-
-
-def summary(values):
-    import numpy as np
-
-    values = np.asarray(values, dtype="float64")
     return {
-        "per_seed": [round(float(value), 4) for value in values],
-        "mean": round(float(values.mean()), 4),
-        "std": round(float(values.std(ddof=1)) if len(values) > 1 else 0.0, 4),
-        "worst": None,
+        "evaluator_weights_sha256": evaluators.read_metadata()[DATASET]["weights_sha256"],
+        "num_samples": num_samples,
+        "probe_seed": PROBE_SEED,
+        "bad_generators": generators,
+        "bad_reconstructions": reconstructions,
+        "rule": THRESHOLD_RULE,
     }
 
 
-def _midpoint_threshold(worst, best_bad, spread, what, values):
-    """The midpoint between the worst seed and the best bad value, if it keeps its margins."""
-    threshold = (worst + best_bad) / 2.0
-    margin = abs(best_bad - worst) / 2.0
-    enough = margin >= MIN_RELATIVE_MARGIN * abs(threshold) and margin >= SPREAD_MARGIN * spread
-    if not enough:
-        raise SystemExit(
-            f"{what}: cannot separate the seeds (worst {worst:.4g}, std {spread:.3g}) from the "
-            f"bad generators (best {best_bad:.4g}) with the required margins: {values}"
-        )
-    return threshold, margin
+def _trained_what(poor_runs):
+    names = sorted({run["variant"] for run in poor_runs.values()})
+    return "trained variants of the solution, graded like it (" + "; ".join(
+        f"{name}: {VARIANTS[name]['what']}" for name in names) + ")"
 
 
-def upper_threshold(seed_values, bad_values, what):
-    """A "lower is better" threshold between the worst seed and the best bad generator."""
-    stats = summary(seed_values)
-    worst, best_bad = max(seed_values), min(bad_values.values())
-    if best_bad <= worst:
-        raise SystemExit(f"{what}: a bad generator ({bad_values}) is as good as a seed ({worst:.4g}).")
-    threshold, margin = _midpoint_threshold(worst, best_bad, stats["std"], what, bad_values)
-    stats.update(worst=round(worst, 4), margin=round(margin, 4), threshold=round(threshold, 4),
-                 best_bad=round(best_bad, 4), bad_over_threshold=round(best_bad / threshold, 3))
-    return stats
+def _poor_models(details, quantity):
+    """{name: metrics} of the known-poor models a quantity is calibrated against."""
+    trained = {f"{run['variant']} (seed {run['seed']})": run for run in details.get("poor_runs", [])
+               if quantity in VARIANTS[run["variant"]].get("poor_for", ALL_QUANTITIES)}
+    if quantity == "max_reconstruction_mse":
+        return trained, dict({name: run["reconstruction_mse"] for name, run in trained.items()},
+                             **details["bad_reconstructions"])
+    crude = {name: metrics for name, metrics in details["bad_generators"].items()
+             if name not in COPY_GENERATORS and name not in NOT_POOR_FOR.get(quantity, {})}
+    return trained, dict(trained, **crude)
 
 
-def lower_threshold(seed_values, bad_values, what):
-    """A "higher is better" threshold between the worst seed and the best bad generator."""
-    stats = summary(seed_values)
-    worst, best_bad = min(seed_values), max(bad_values.values())
-    if best_bad >= worst:
-        raise SystemExit(f"{what}: a bad generator ({bad_values}) is as good as a seed ({worst:.4g}).")
-    threshold, margin = _midpoint_threshold(worst, best_bad, stats["std"], what, bad_values)
-    stats.update(worst=round(worst, 4), margin=round(margin, 4), threshold=round(threshold, 4),
-                 best_bad=round(best_bad, 4))
-    return stats
+def _require_every_poor_model_rejected(details, thresholds):
+    """Every known-poor sample model must fail at least one sample threshold of the check.
+
+    Raises:
+        calibration.CalibrationError: naming the models that would pass.
+    """
+    _, models = _poor_models(details, "min_classifier_score")
+    models = dict(models, **{name: metrics for name, metrics in details["bad_generators"].items()
+                             if name not in COPY_GENERATORS})
+    passing = [name for name, metrics in models.items()
+               if metrics["frechet_distance"] <= thresholds["max_frechet_distance"]
+               and metrics["classifier_score"] >= thresholds["min_classifier_score"]]
+    if passing:
+        raise calibration.CalibrationError(f"lab4: known-poor sample models {passing} pass both sample thresholds "
+                                           f"{thresholds}.")
 
 
 def quantities(details):
-    """lab4's calibrated quantities, derived from the stored seed runs and bad generators."""
-    runs, bad = details["seed_runs"], details["bad_generators"]
-    samples = bad["samples"]
-    fd_bad = {name: report["frechet_distance"] for name, report in samples.items() if name not in COPY_GENERATORS}
-    score_bad = {name: report["classifier_score"] for name, report in samples.items()
-                 if name in ("mean_image", "repeated_sample")}
-    copies_bad = {name: samples[name]["copy_fraction"] for name in COPY_GENERATORS}
-    frechet = upper_threshold([run["sample_quality"]["frechet_distance"] for run in runs], fd_bad, "Fréchet distance")
-    score = lower_threshold([run["sample_quality"]["classifier_score"] for run in runs], score_bad, "classifier score")
-    mse = upper_threshold([run["reconstruction_mse"] for run in runs], bad["reconstructions"], "reconstruction MSE")
-    what = f"the solution notebook, seeds {[run['seed'] for run in runs]}, probe seed {details['probe_seed']}"
-    poor = "autograder/bad_generators.py (training copies excluded: they are real images)"
-    midpoint = "arithmetic midpoint between the worst seed and the best bad generator (margin >= 3 std and >= 5%)"
-    return {
-        "max_frechet_distance": calibration.quantity(
-            "Fréchet distance of the prior samples in the CIFAR-10 evaluator's features", "at_most",
-            [run["sample_quality"]["frechet_distance"] for run in runs], what, fd_bad, poor, midpoint,
-            frechet["threshold"]),
-        "min_classifier_score": calibration.quantity(
-            "classifier score of the prior samples (CIFAR-10 evaluator)", "at_least",
-            [run["sample_quality"]["classifier_score"] for run in runs], what, score_bad,
-            "the mean image and one sample repeated", midpoint, score["threshold"]),
+    """lab4's calibrated quantities, derived from the stored measurements in `details`."""
+    runs, bad, rule = details["runs"], details["bad_generators"], details["rule"]
+    good_what = (f"the solution notebook graded by the grader's path, training seeds {[run['seed'] for run in runs]}, "
+                 f"probe seed {details['probe_seed']}, {details['num_samples']} samples each")
+
+    def midpoint(good, poor, direction):
+        worst, best = (max(good), min(poor)) if direction == "at_most" else (min(good), max(poor))
+        return round(geometric_midpoint(worst, best), 4)
+
+    def sample_quantity(name, metric, description, direction):
+        trained, models = _poor_models(details, name)
+        good = [run[metric] for run in runs]
+        poor = {model: metrics[metric] for model, metrics in models.items()}
+        excluded = "".join(f"; not {model}: {why}" for model, why in NOT_POOR_FOR.get(name, {}).items())
+        return calibration.quantity(description, direction, good, good_what, poor,
+                                    f"{_trained_what(trained)} and autograder/bad_generators.py (copies "
+                                    f"excluded{excluded})", rule, midpoint(good, poor.values(), direction))
+
+    trained, poor_mse = _poor_models(details, "max_reconstruction_mse")
+    good_mse = [run["reconstruction_mse"] for run in runs]
+    derived = {
+        "max_frechet_distance": sample_quantity(
+            "max_frechet_distance", "frechet_distance",
+            "Fréchet distance of the prior samples in the CIFAR-10 evaluator's features", "at_most"),
+        "min_classifier_score": sample_quantity(
+            "min_classifier_score", "classifier_score", "classifier score of the prior samples (CIFAR-10 evaluator)",
+            "at_least"),
         "max_copy_fraction": calibration.quantity(
-            "fraction of samples that are near copies of real images", "at_most",
-            [run["sample_quality"]["copy_fraction"] for run in runs], what, copies_bad,
-            "generators that copy real images", "fixed at 5%, checked to lie between both sides",
-            MAX_COPY_FRACTION),
+            "fraction of samples that are near copies of real images (training or test)", "at_most",
+            [run["copy_fraction"] for run in runs], good_what,
+            {name: bad[name]["copy_fraction"] for name in COPY_GENERATORS}, "generators that copy real images",
+            rule, MAX_COPY_FRACTION),
         "max_reconstruction_mse": calibration.quantity(
-            "mean squared error of the VAE's reconstructions of test images", "at_most",
-            [run["reconstruction_mse"] for run in runs], what, bad["reconstructions"],
-            "constant, noisy or unrelated reconstructions and the untrained model", midpoint, mse["threshold"]),
+            "mean squared error per pixel value of the reconstructions (through z_mean) of the 1,000 exact "
+            "CIFAR-10 test images", "at_most", good_mse, good_what, poor_mse,
+            f"{_trained_what(trained)}; the mean training image, uniform noise and another test image as "
+            "reconstructions", rule, midpoint(good_mse, poor_mse.values(), "at_most")),
     }
+    _require_every_poor_model_rejected(details, {name: entry["threshold"] for name, entry in derived.items()})
+    return derived
 
 
-def summarize(profile, work_dir, seeds):
-    import course_lib
-
-    runs = [measure_run(profile, work_dir, seed) for seed in seeds]
-    details = {"probe_seed": PROBE_SEED, "seed_runs": runs, "bad_generators": bad_generator_values(profile)}
-    details["num_samples"] = details["bad_generators"]["num_samples"]
-    entry = calibration.profile_entry(
-        quantities(details), course_lib.settings("lab4", profile), seeds, details, runs[0]["machine"],
-        load_average=round(os.getloadavg()[0], 2))
-    calibration.write_profile(CALIBRATION_FILE, "lab4", "scripts/calibrate_lab4.py", DESCRIPTION, profile, entry)
-    print(f"Wrote the {profile} entry of {CALIBRATION_FILE}")
-    print(json.dumps(entry["thresholds"], indent=2))
+def run_summary(runs):
+    """The per-seed summary written to --out."""
+    return {name: summarize([run[name] for run in runs]) for name in RECORDED_METRICS + ("reconstruction_mse",)}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=["train", "summarize"])
-    parser.add_argument("--profile", default="fast", choices=["fast", "full"])
-    parser.add_argument("--seed", type=int, default=0, help="train: the seed of this run")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="summarize: seeds to combine")
-    parser.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "calibrate_lab4"))
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
-    arguments = parser.parse_args(argv)
-    import course_lib  # noqa: F401  (torch backend before keras)
-
-    if arguments.threads:
-        import torch
-
-        torch.set_num_threads(arguments.threads)
-    if arguments.stage == "train":
-        train_one_seed(arguments.profile, arguments.seed, arguments.work_dir)
-    else:
-        summarize(arguments.profile, arguments.work_dir, arguments.seeds)
-    return 0
+    return seeds_main(LAB, argv, DESCRIPTION, measure, quantities, run_summary, crude_generators, VARIANTS)
 
 
 if __name__ == "__main__":

@@ -194,21 +194,102 @@ def test_the_seed_runner_writes_the_thresholds_its_runs_imply(tmp_path, monkeypa
     assert [run["seed"] for run in summary["runs"]] == stored["seeds"]
 
 
-def test_a_known_poor_variant_is_one_cell_inserted_after_its_marker():
+@pytest.mark.parametrize("lab", ["lab3", "lab4"])
+def test_a_known_poor_variant_is_one_cell_inserted_after_its_marker(lab):
     # Known-poor runs are the solution with one cell added (a planted bug, a smaller budget),
     # graded through the same kernel and probe path as the reference runs.
-    import calibrate_lab3
+    script = importlib.import_module(f"calibrate_{lab}")
     import calibration_common
 
-    plain = calibration_common.seeded_notebook("lab3", 5)
-    for name, variant in calibrate_lab3.VARIANTS.items():
-        notebook = calibration_common.seeded_notebook("lab3", 5, variant)
+    plain = calibration_common.seeded_notebook(lab, 5)
+    for name, variant in script.VARIANTS.items():
+        notebook = calibration_common.seeded_notebook(lab, 5, variant)
         assert len(notebook.cells) == len(plain.cells) + 1, name
         index = [cell.source for cell in notebook.cells].index(variant["source"])
         assert variant["after"] in notebook.cells[index - 1].source, name
         assert "SEED = 5" in "".join(cell.source for cell in notebook.cells)
     with pytest.raises(RuntimeError, match="no_such_line"):
-        calibration_common.seeded_notebook("lab3", 0, {"after": "no_such_line", "source": "x = 1"})
+        calibration_common.seeded_notebook(lab, 0, {"after": "no_such_line", "source": "x = 1"})
+
+
+def _solution_namespace(lab, upto):
+    """Runs the seeded solution's code cells before the first one containing `upto`."""
+    import calibration_common
+
+    namespace = {"__name__": "__main__"}
+    for cell in calibration_common.seeded_notebook(lab, 0).cells:
+        if cell.cell_type != "code":
+            continue
+        if upto in cell.source:
+            exec(cell.source, namespace)
+            return namespace
+        if "load_cifar10(" in cell.source or "plots." in cell.source:
+            continue  # data and figures: not needed for the formulas
+        exec(cell.source, namespace)
+    raise AssertionError(f"no cell of {lab} contains {upto!r}")
+
+
+def test_lab4_planted_losses_compute_the_bug_they_name():
+    # Each planted reconstruction loss, run in the notebook's namespace after the solution's,
+    # differs from it exactly as its name says (so the known-poor runs are the bugs they claim).
+    import calibrate_lab4
+
+    namespace = _solution_namespace("lab4", calibrate_lab4.LOSS_CELL)
+    solution = namespace["reconstruction_loss"]
+    ops = namespace["ops"]
+    rng = np.random.default_rng(0)
+    images = rng.random((4, 32, 32, 3)).astype("float32")
+    reconstructions = np.clip(images + 0.1 * rng.standard_normal(images.shape), 0, 1).astype("float32")
+    expected = ops.convert_to_numpy(solution(images, reconstructions))
+
+    def planted(name):
+        scope = dict(namespace)
+        exec(calibrate_lab4.VARIANTS[name]["source"], scope)
+        return ops.convert_to_numpy(scope["reconstruction_loss"](images, reconstructions))
+
+    assert planted("loss_mean_over_pixels") == pytest.approx(expected / (32 * 32 * 3), rel=1e-5)
+    unit_variance = np.sum(0.5 * (images - reconstructions) ** 2 + 0.5 * np.log(2 * np.pi), axis=(1, 2, 3))
+    assert planted("variance_fixed_at_one") == pytest.approx(unit_variance, rel=1e-5)
+    assert not np.allclose(unit_variance, expected)
+
+
+def test_kept_runs_are_measured_later_as_if_just_run(tmp_path, monkeypatch):
+    # --keep-probes --defer-measure trains and keeps; --from-probes measures the kept runs
+    # (for example after the evaluator was retrained) into the same --out file as a run would.
+    import calibration_common
+
+    def fake_run(lab, seed, data_dir, profile, variant=None, kernel_threads=None):
+        folder = tmp_path / f"probe-{seed}-{bool(variant)}"
+        folder.mkdir()
+        (folder / "probe.json").write_text(json.dumps({"seed": 0, "items": {}}))
+        np.savez(folder / "probe.npz", **{"x/value": np.array(seed + (10 if variant else 0))})
+        from autograder.checking import ProbeResults
+        return ProbeResults(folder, profile=profile, lab=lab), 1.5
+
+    monkeypatch.setattr(calibration_common, "run_seed", fake_run)
+
+    def measure(probes):
+        return {"value": float(probes.arrays["x/value"])}
+
+    def main(*argv):
+        return calibration_common.seeds_main("lab3", list(argv), "test", measure, None, lambda runs: {},
+                                             variants={"short": {"what": "w", "after": "a", "source": "s"}})
+
+    kept = tmp_path / "kept dir"
+    assert main("--seeds", "0", "2", "--poor", "short", "--poor-seeds", "1", "--keep-probes", str(kept),
+                "--defer-measure") == 0
+    assert sorted(path.name for path in kept.iterdir()) == ["reference-seed0", "reference-seed2", "short-seed1"]
+    out = tmp_path / "out.json"
+    assert main("--from-probes", str(kept), "--out", str(out)) == 0
+    written = json.loads(out.read_text())
+    assert [(run["seed"], run["value"]) for run in written["runs"]] == [(0, 0.0), (2, 2.0)]
+    assert [(run["variant"], run["seed"], run["value"]) for run in written["poor_runs"]] == [("short", 1, 11.0)]
+    with pytest.raises(SystemExit):
+        main("--seeds", "0", "--defer-measure")  # nothing would be kept
+    with pytest.raises(RuntimeError, match="'fast' run; expected --profile full"):
+        main("--from-probes", str(kept), "--out", str(out), "--profile", "full")
+    with pytest.raises(RuntimeError, match="No kept runs"):
+        main("--from-probes", str(tmp_path), "--out", str(out))
 
 
 def test_a_trained_poor_model_that_passes_refuses_the_threshold():

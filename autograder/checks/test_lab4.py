@@ -333,16 +333,45 @@ def _real_images(profile):
     return real_images("cifar10", course_lib.settings("lab4", profile)["train_examples"])
 
 
-@check(points=4, probes=("samples", "encoder"))
-def test_prior_sample_quality(probe):
+@functools.lru_cache(maxsize=1)
+def _exact_test_images():
+    from course_lib.data import load_cifar10
+
+    return load_cifar10("test", exact_only=True)[0]
+
+
+def prior_sample_quality(samples, profile):
+    """The quality report of decoded prior samples, as the check (and the calibration) reads it.
+
+    Args:
+        samples: float array (N, 32, 32, 3) in [0, 1].
+        profile: the run profile (its training images count as real images to not copy).
+
+    Returns:
+        `autograder.quality.sample_quality_report`'s dict.
+    """
     from autograder.quality import sample_quality_report
 
+    return sample_quality_report("cifar10", samples, _real_images(profile), max_training_images=None)
+
+
+def reconstruction_mse(reconstructions):
+    """Mean squared error per pixel value between `reconstructions` and the exact test images.
+
+    Args:
+        reconstructions: float array shaped like the 1,000 exact CIFAR-10 test images, in [0, 1].
+    """
+    return float(np.mean((reconstructions - _exact_test_images()) ** 2))
+
+
+@check(points=4, probes=("samples", "encoder"))
+def test_prior_sample_quality(probe):
     facts = probe.facts("samples")
     _require_student_model(_with_decoder_origin(probe, facts))
     samples = probe.array("samples", "samples")
     samples = _require_images(samples, None, "vae.decoder's samples from the prior")
     thresholds = probe.thresholds()
-    report = sample_quality_report("cifar10", samples, _real_images(probe.profile), max_training_images=None)
+    report = prior_sample_quality(samples, probe.profile)
     problems = []
     if not thresholds.holds("max_copy_fraction", report["copy_fraction"]):
         problems.append(
@@ -370,17 +399,15 @@ def test_prior_sample_quality(probe):
 
 @check(points=2, probes=("reconstructions", "encoder"))
 def test_reconstructions_of_test_images(probe):
-    from course_lib.data import load_cifar10
-
     facts = probe.facts("reconstructions")
     _require_student_model(_with_decoder_origin(probe, facts))
-    originals, _ = load_cifar10("test", exact_only=True)
+    originals = _exact_test_images()
     reconstructions = _require_images(
         probe.array("reconstructions", "reconstructions"),
         originals.shape[0],
         "the reconstructions of the exact CIFAR-10 test images",
     )
-    mse = float(np.mean((reconstructions - originals) ** 2))
+    mse = reconstruction_mse(reconstructions)
     thresholds = probe.thresholds()
     limit = thresholds["max_reconstruction_mse"]
     if not thresholds.holds("max_reconstruction_mse", mse):
