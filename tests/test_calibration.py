@@ -313,3 +313,26 @@ def test_a_replacing_variant_changes_one_line_of_the_solution():
     assert old not in sources and new in sources
     with pytest.raises(RuntimeError, match="0 code cells.*'no such line'"):
         calibration_common.seeded_notebook("lab1", 2, {"replace": ("no such line", "x")})
+
+
+def test_lab4_refuses_thresholds_that_a_known_poor_sample_model_passes(monkeypatch):
+    # Uniform noise is not a known-poor model of the Fréchet distance (it lies as close as the
+    # reference's samples); the classifier score must then reject it, or no threshold is written.
+    import calibrate_lab4
+
+    details = copy.deepcopy(calibration.load("lab4")["profiles"]["fast"]["details"])
+    derived = calibrate_lab4.quantities(copy.deepcopy(details))
+    assert "uniform_noise" not in derived["max_frechet_distance"]["known_poor"]["values"]
+    assert "uniform_noise" in derived["min_classifier_score"]["known_poor"]["values"]
+    noise = details["bad_generators"]["uniform_noise"]
+    assert noise["frechet_distance"] <= derived["max_frechet_distance"]["threshold"]
+    noise["classifier_score"] = max(run["classifier_score"] for run in details["runs"]) + 0.1
+    with pytest.raises(calibration.CalibrationError, match="does not separate"):
+        calibrate_lab4.quantities(copy.deepcopy(details))
+    # Excluded from both sample quantities, noise would pass the check: refused as well.
+    monkeypatch.setitem(calibrate_lab4.NOT_POOR_FOR, "min_classifier_score", {"uniform_noise": "test"})
+    with pytest.raises(calibration.CalibrationError, match=r"\['uniform_noise'\] pass both sample thresholds"):
+        calibrate_lab4.quantities(details)
+    # A variant known-poor for the reconstructions only leaves the sample thresholds alone.
+    assert all("variance_fixed_at_one" not in name for name in derived["max_frechet_distance"]["known_poor"]["values"])
+    assert any("variance_fixed_at_one" in name for name in derived["max_reconstruction_mse"]["known_poor"]["values"])
