@@ -15,6 +15,8 @@ Three families of measures, all in numpy:
 The evaluator networks are imported only by the functions that need them.
 """
 
+import functools
+
 import numpy as np
 
 IMAGE_SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
@@ -338,6 +340,34 @@ def real_images(dataset, train_limit=None):
     train, _ = loaders[dataset]("train", limit=train_limit)
     test, _ = loaders[dataset]("test")
     return np.concatenate([train, test], axis=0)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_real_images(dataset, train_limit):
+    return real_images(dataset, train_limit)
+
+
+def prior_sample_quality(lab, dataset, images, profile):
+    """The quality report of a lab's decoded prior samples, as its checks and its calibration read it.
+
+    Every image of the profile's training set and of the test set counts as a real image not to copy.
+
+    Args:
+        lab: the lab whose settings name the training set ("lab3", "lab4").
+        dataset: "mnist" or "cifar10".
+        images: float array (N, H, W, C) in [0, 1].
+        profile: the run profile.
+
+    Returns:
+        `sample_quality_report`'s dict.
+
+    Raises:
+        ValueError: if the images cannot be scored (too few, not finite, wrong range).
+    """
+    import course_lib
+
+    reference = _cached_real_images(dataset, course_lib.settings(lab, profile)["train_examples"])
+    return sample_quality_report(dataset, images, reference, max_training_images=None)
 
 
 def sample_quality_report(

@@ -4,7 +4,7 @@ Every run goes through the grader's own path (`calibration_common.run_seed`): th
 solution notebook with `SEED` set is executed in a grading kernel, its export is probed
 in the sandboxed probe process, and the decoded prior samples are scored exactly as
 `test_sample_quality` and `test_samples_are_not_copies` score them
-(`autograder.checks.test_lab3.prior_sample_quality`).
+(`autograder.quality.prior_sample_quality`).
 
 Usage (from the repository root, `source scripts/env.sh` first):
 
@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import course_lib  # noqa: E402  (torch backend before keras)
 
 from autograder import calibration  # noqa: E402
-from calibration_common import PROBE_SEED, geometric_midpoint, seeds_main, summarize  # noqa: E402
+from calibration_common import PROBE_SEED, budget_cell, geometric_midpoint, seeds_main, summarize  # noqa: E402
 
 LAB = "lab3"
 DATASET = "mnist"
@@ -61,10 +61,6 @@ KL_CELL = "def kl_divergence("
 FAST = course_lib.settings(LAB, "fast")
 
 
-def _budget(train_examples, epochs):
-    return f"SETTINGS = dict(SETTINGS, train_examples={train_examples}, epochs={epochs})"
-
-
 def _kl_wrapped(expression, why):
     return (f"_solution_kl_divergence = kl_divergence\n\n\n"
             f"def kl_divergence(z_mean, z_log_var):  # planted for calibration: {why}\n"
@@ -76,12 +72,12 @@ VARIANTS = {
     "fast_budget": {
         "what": f"the solution trained on the fast profile's budget ({FAST['train_examples']} images x "
                 f"{FAST['epochs']} epochs; 1/37 of the full budget), graded in the chosen profile",
-        "after": SETUP_CELL, "source": _budget(FAST["train_examples"], FAST["epochs"]),
+        "after": SETUP_CELL, "source": budget_cell(FAST["train_examples"], FAST["epochs"]),
     },
     "tenth_of_fast_budget": {
         "what": f"the solution trained on 1/10 of the fast budget ({FAST['train_examples'] * FAST['epochs'] // 10} "
                 "images x 1 epoch)",
-        "after": SETUP_CELL, "source": _budget(FAST["train_examples"] * FAST["epochs"] // 10, 1),
+        "after": SETUP_CELL, "source": budget_cell(FAST["train_examples"] * FAST["epochs"] // 10, 1),
     },
     "kl_zero": {
         "what": "the solution with a KL term that is always 0 (an autoencoder: nothing pulls the codes to the prior)",
@@ -107,9 +103,9 @@ THRESHOLD_RULE = (
 
 def _scores(images, profile):
     """The recorded metrics of decoded samples, as the checks compute them."""
-    from autograder.checks.test_lab3 import prior_sample_quality
+    from autograder.quality import prior_sample_quality
 
-    report = prior_sample_quality(images, profile)
+    report = prior_sample_quality(LAB, DATASET, images, profile)
     return {name: round(float(report[name]), 6) for name in RECORDED_METRICS}
 
 

@@ -4,7 +4,7 @@ Every run goes through the grader's own path (`calibration_common.run_seed`): th
 solution notebook with `SEED` set is executed in a grading kernel, its export is probed
 in the sandboxed probe process, and the prior samples and test reconstructions are
 scored exactly as `test_prior_sample_quality` and `test_reconstructions_of_test_images`
-score them (`autograder.checks.test_lab4.prior_sample_quality`, `reconstruction_mse`).
+score them (`autograder.quality.prior_sample_quality`, `autograder.checks.test_lab4.reconstruction_mse`).
 
 Usage (from the repository root, `source scripts/env.sh` first):
 
@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import course_lib  # noqa: E402  (torch backend before keras)
 
 from autograder import calibration  # noqa: E402
-from calibration_common import PROBE_SEED, geometric_midpoint, seeds_main, summarize  # noqa: E402
+from calibration_common import PROBE_SEED, budget_cell, geometric_midpoint, seeds_main, summarize  # noqa: E402
 
 LAB = "lab4"
 DATASET = "cifar10"
@@ -54,10 +54,6 @@ FAST = course_lib.settings(LAB, "fast")
 IMAGE_VALUES = 32 * 32 * 3
 
 
-def _budget(train_examples, epochs):
-    return f"SETTINGS = dict(SETTINGS, train_examples={train_examples}, epochs={epochs})"
-
-
 def _planted_loss(body, why):
     return (f"_solution_reconstruction_loss = reconstruction_loss\n\n\n"
             f"def reconstruction_loss(images, reconstructions):  # planted for calibration: {why}\n"
@@ -69,7 +65,7 @@ VARIANTS = {
     "fast_budget": {
         "what": f"the solution trained on the fast profile's budget ({FAST['train_examples']} images x "
                 f"{FAST['epochs']} epochs), graded in the chosen profile",
-        "after": SETUP_CELL, "source": _budget(FAST["train_examples"], FAST["epochs"]),
+        "after": SETUP_CELL, "source": budget_cell(FAST["train_examples"], FAST["epochs"]),
         # Known-poor (in full) for the reconstructions only: its samples (Fréchet distance 441.3,
         # score 1.38) are within 7% / 5% of the full reference's (399-414, 1.44-1.66; 3 seeds),
         # so a sample threshold between them would sit within the reference's seed spread;
@@ -79,11 +75,11 @@ VARIANTS = {
     "tenth_of_budget": {
         "what": f"the solution trained on 1/10 of the fast budget "
                 f"({FAST['train_examples'] * FAST['epochs'] // 10} images x 1 epoch)",
-        "after": SETUP_CELL, "source": _budget(FAST["train_examples"] * FAST["epochs"] // 10, 1),
+        "after": SETUP_CELL, "source": budget_cell(FAST["train_examples"] * FAST["epochs"] // 10, 1),
     },
     "one_step": {
         "what": f"the solution trained for one step ({FAST['batch_size']} images x 1 epoch): nearly untrained",
-        "after": SETUP_CELL, "source": _budget(FAST["batch_size"], 1),
+        "after": SETUP_CELL, "source": budget_cell(FAST["batch_size"], 1),
     },
     "loss_mean_over_pixels": {
         "what": "a reconstruction loss averaged over the pixels instead of summed (the KL term then "
@@ -128,9 +124,9 @@ THRESHOLD_RULE = (
 
 def _scores(samples, profile):
     """The recorded metrics of prior samples, as the check computes them."""
-    from autograder.checks.test_lab4 import prior_sample_quality
+    from autograder.quality import prior_sample_quality
 
-    report = prior_sample_quality(samples, profile)
+    report = prior_sample_quality(LAB, DATASET, samples, profile)
     return {name: round(float(report[name]), 6) for name in RECORDED_METRICS}
 
 
@@ -203,9 +199,9 @@ def _require_every_poor_model_rejected(details, thresholds):
     Raises:
         calibration.CalibrationError: naming the models that would pass.
     """
-    _, models = _poor_models(details, "min_classifier_score")
-    models = dict(models, **{name: metrics for name, metrics in details["bad_generators"].items()
-                             if name not in COPY_GENERATORS})
+    trained, _ = _poor_models(details, "max_frechet_distance")
+    models = dict(trained, **{name: metrics for name, metrics in details["bad_generators"].items()
+                              if name not in COPY_GENERATORS})
     passing = [name for name, metrics in models.items()
                if metrics["frechet_distance"] <= thresholds["max_frechet_distance"]
                and metrics["classifier_score"] >= thresholds["min_classifier_score"]]

@@ -79,6 +79,11 @@ def seeded_notebook(lab, seed, variant=None):
     return notebook
 
 
+def budget_cell(train_examples, epochs):
+    """A variant's cell that shrinks the notebook's training budget (its `SETTINGS` dict)."""
+    return f"SETTINGS = dict(SETTINGS, train_examples={train_examples}, epochs={epochs})"
+
+
 def run_seed(lab, seed, data_dir, profile, variant=None, kernel_threads=None):
     """Executes the seeded notebook in a grading kernel, then its probes (the grader's own path).
 

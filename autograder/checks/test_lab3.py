@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from autograder import quality
 from autograder.checking import CheckFailure, check, require_finite, require_shape
 from autograder.formulas import gaussian_kl, gaussian_kl_terms
 
@@ -618,30 +619,9 @@ def _measure_quality(probe):
     images = probe.array("samples", "images")
     require_shape(images, (None,) + IMAGE_SHAPE, "vae.decoder(z) for z ~ N(0, I)")
     try:
-        return prior_sample_quality(images, probe.profile)
+        return quality.prior_sample_quality("lab3", "mnist", images, probe.profile)
     except ValueError as error:
         raise CheckFailure(f"The decoded prior samples cannot be scored: {error}") from None
-
-
-def prior_sample_quality(images, profile):
-    """The quality report of decoded prior samples, as both sample checks (and the calibration) read it.
-
-    Args:
-        images: float array (N, 28, 28, 1) in [0, 1].
-        profile: the run profile (its training images count as real images to not copy).
-
-    Returns:
-        `autograder.quality.sample_quality_report`'s dict.
-
-    Raises:
-        ValueError: if the images cannot be scored (too few, not finite, wrong range).
-    """
-    import course_lib
-
-    from autograder.quality import real_images, sample_quality_report
-
-    reference = real_images("mnist", course_lib.settings("lab3", profile)["train_examples"])
-    return sample_quality_report("mnist", images, reference, max_training_images=None)
 
 
 @check(points=3, probes=("samples",))

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from autograder import quality
 from autograder.checking import CheckFailure, check, require_finite, require_shape
 
 IMAGE_SHAPE = (32, 32, 3)
@@ -323,36 +324,11 @@ def _require_images(images, expected_count, what):
     return np.clip(images, 0.0, 1.0)
 
 
-@functools.lru_cache(maxsize=2)
-def _real_images(profile):
-    """The training images of the profile and every test image: samples must copy neither."""
-    import course_lib
-
-    from autograder.quality import real_images
-
-    return real_images("cifar10", course_lib.settings("lab4", profile)["train_examples"])
-
-
 @functools.lru_cache(maxsize=1)
 def _exact_test_images():
     from course_lib.data import load_cifar10
 
     return load_cifar10("test", exact_only=True)[0]
-
-
-def prior_sample_quality(samples, profile):
-    """The quality report of decoded prior samples, as the check (and the calibration) reads it.
-
-    Args:
-        samples: float array (N, 32, 32, 3) in [0, 1].
-        profile: the run profile (its training images count as real images to not copy).
-
-    Returns:
-        `autograder.quality.sample_quality_report`'s dict.
-    """
-    from autograder.quality import sample_quality_report
-
-    return sample_quality_report("cifar10", samples, _real_images(profile), max_training_images=None)
 
 
 def reconstruction_mse(reconstructions):
@@ -371,7 +347,7 @@ def test_prior_sample_quality(probe):
     samples = probe.array("samples", "samples")
     samples = _require_images(samples, None, "vae.decoder's samples from the prior")
     thresholds = probe.thresholds()
-    report = prior_sample_quality(samples, probe.profile)
+    report = quality.prior_sample_quality("lab4", "cifar10", samples, probe.profile)
     problems = []
     if not thresholds.holds("max_copy_fraction", report["copy_fraction"]):
         problems.append(
