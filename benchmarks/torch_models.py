@@ -43,7 +43,7 @@ PIXEL_VARIANCE_MOMENTUM = 0.9
 TORCH_RESNET18_PATH = pathlib.Path(__file__).resolve().parent.parent / "tests" / "torch_resnet18.py"
 
 
-def _load_torch_resnet18_module():
+def load_torch_resnet18_module():
     """Imports tests/torch_resnet18.py (torchvision's ResNet18 in plain PyTorch) by path."""
     spec = importlib.util.spec_from_file_location("torch_resnet18", TORCH_RESNET18_PATH)
     module = importlib.util.module_from_spec(spec)
@@ -103,7 +103,7 @@ class MnistResNet18(nn.Module):
     def __init__(self, image_size, num_classes=MNIST_CLASSES):
         super().__init__()
         self.image_size = image_size
-        self.backbone = _load_torch_resnet18_module().ResNet18(num_classes=num_classes)
+        self.backbone = load_torch_resnet18_module().ResNet18(num_classes=num_classes)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 

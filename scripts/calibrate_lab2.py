@@ -9,9 +9,15 @@ Usage:
     COURSE_DATA_DIR=/work/shared/data python scripts/calibrate_lab2.py --seeds 0 1 2 \
         --out /tmp/lab2-calibration.json [--profile full] [--write-calibration]
 
+    # known-poor, trained and graded like a student's notebook (VARIANTS):
+    python scripts/calibrate_lab2.py --seeds --poor old_budget tenth_of_budget \
+        --poor-seeds 0 1 --out /tmp/lab2-poor.json
+    python scripts/calibrate_lab2.py --combine /tmp/lab2-calibration.json /tmp/lab2-poor.json \
+        --out /tmp/lab2-all.json --write-calibration
+
 With `--write-calibration` the profile's entry of autograder/calibration/lab2.json is
-written (`quantities()` states the rule): the known-poor side is the untrained model
-(backbone and head at their initial weights) of each seed, measured here too.
+written (`quantities()` states the rule): the known-poor side is the trained variants
+below and the untrained model (backbone and head at their initial weights) of each seed.
 """
 
 import pathlib
@@ -29,6 +35,23 @@ from calibration_common import seeds_main, summarize  # noqa: E402
 
 DESCRIPTION = "Accuracy threshold of lab2's hidden checks, with the runs it comes from."
 TEST_EXAMPLES = 1000
+SETUP_CELL = 'SETTINGS = course_lib.settings("lab2")'
+BUDGET_FRACTION = 10
+
+# Known-poor notebooks: each one cell inserted into the solution (calibration_common.seeded_notebook).
+VARIANTS = {
+    "old_budget": {
+        "what": "the solution on the fast profile's earlier budget: 1 frozen + 1 fine-tuning epoch at batch 64",
+        "after": SETUP_CELL,
+        "source": "SETTINGS = dict(SETTINGS, finetune_epochs=1, batch_size=64)",
+    },
+    "tenth_of_budget": {
+        "what": f"the solution trained on 1/{BUDGET_FRACTION} of the profile's training digits",
+        "after": SETUP_CELL,
+        "source": f"SETTINGS = dict(SETTINGS, train_examples=(SETTINGS['train_examples'] or 60000) "
+                  f"// {BUDGET_FRACTION})",
+    },
+}
 
 
 def untrained_accuracies(seeds, image_size=32):
@@ -49,12 +72,18 @@ def untrained_accuracies(seeds, image_size=32):
 def quantities(details):
     """lab2's calibrated quantity from the runs and the untrained models in `details`."""
     accuracies = [run["accuracy"] for run in details["runs"]]
-    poor = details["untrained_models"]
+    poor = dict(details["untrained_models"])
+    poor.update({f"{run['variant']} (seed {run['seed']})": run["accuracy"]
+                 for run in details.get("poor_runs", [])})
+    trained = sorted({run["variant"] for run in details.get("poor_runs", [])})
+    poor_what = "; ".join(
+        [f"{name}: {VARIANTS[name]['what']}" for name in trained]
+        + ["the untrained model (backbone and head at their initial weights) of each seed"])
     return {
         "min_accuracy": calibration.quantity(
             "accuracy of `model` on the MNIST test digits the probe draws", "at_least",
             accuracies, f"the solution notebook, seeds {[run['seed'] for run in details['runs']]}",
-            poor, "the untrained model (backbone and head at their initial weights) of each seed",
+            poor, poor_what,
             "midpoint between the best known-poor and the worst known-good accuracy",
             round((max(poor.values()) + min(accuracies)) / 2.0, 4)),
     }
@@ -85,7 +114,8 @@ def lab2_summary(runs):
 
 
 def main(argv=None):
-    return seeds_main("lab2", argv, DESCRIPTION, lab2_facts, quantities, lab2_summary, untrained_details)
+    return seeds_main("lab2", argv, DESCRIPTION, lab2_facts, quantities, lab2_summary, untrained_details,
+                      VARIANTS)
 
 
 if __name__ == "__main__":
