@@ -37,6 +37,7 @@ DESCRIPTION = "Accuracy threshold of lab2's hidden checks, with the runs it come
 TEST_EXAMPLES = 1000
 SETUP_CELL = 'SETTINGS = course_lib.settings("lab2")'
 BUDGET_FRACTION = 10
+MNIST_TRAIN_EXAMPLES = 60000  # what `train_examples=None` (the full profile) means
 
 # Known-poor notebooks: each one cell inserted into the solution (calibration_common.seeded_notebook).
 VARIANTS = {
@@ -48,8 +49,8 @@ VARIANTS = {
     "tenth_of_budget": {
         "what": f"the solution trained on 1/{BUDGET_FRACTION} of the profile's training digits",
         "after": SETUP_CELL,
-        "source": f"SETTINGS = dict(SETTINGS, train_examples=(SETTINGS['train_examples'] or 60000) "
-                  f"// {BUDGET_FRACTION})",
+        "source": f"SETTINGS = dict(SETTINGS, train_examples=(SETTINGS['train_examples'] or "
+                  f"{MNIST_TRAIN_EXAMPLES}) // {BUDGET_FRACTION})",
     },
 }
 

@@ -51,6 +51,7 @@ from torch.nn import functional  # noqa: E402
 from benchmarks.torch_models import IMAGENET_MEAN, IMAGENET_STD, load_torch_resnet18_module  # noqa: E402
 from autograder.evaluators import file_sha256  # noqa: E402
 from course_lib.data import load_cifar10  # noqa: E402
+from course_lib.resnet import IGNORED_TORCH_SUFFIX  # noqa: E402
 
 SEED = 0
 EPOCHS = 16
@@ -70,6 +71,8 @@ GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as PIL's "L" conversion
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 DEFAULT_OUTPUT = ROOT / "build" / "pretrain_resnet18" / "resnet18_cifar10.npz"
 CHECKPOINT = ROOT / "build" / "pretrain_resnet18" / "checkpoint.pt"
+_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
 def parse_arguments(argv=None):
@@ -99,9 +102,7 @@ def to_nchw(images):
 
 def normalize(images):
     """ImageNet normalization, as `course_lib.image_layers.ImageNetNormalization`."""
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (images - mean) / std
+    return (images - _MEAN) / _STD
 
 
 def augment(images, generator):
@@ -147,7 +148,7 @@ def state_dict_arrays(model):
         name for name, module in model.named_modules() if isinstance(module, torch.nn.BatchNorm2d)
     }
     for key, tensor in model.state_dict().items():
-        if key.endswith(".num_batches_tracked"):
+        if key.endswith(IGNORED_TORCH_SUFFIX):
             continue
         array = tensor.detach().cpu().numpy()
         if key.rsplit(".", 1)[0] in batch_norm_prefixes:
@@ -159,14 +160,13 @@ def state_dict_arrays(model):
     return arrays
 
 
-def train(arguments):
+def train(arguments, x_exact, y_exact):
+    """Trains (or resumes) the network; checks it on `x_exact, y_exact` after every epoch."""
     torch.set_num_threads(arguments.threads)
     torch.manual_seed(arguments.seed)
     generator = torch.Generator().manual_seed(arguments.seed)
     x_train, y_train = load_cifar10("train", limit=arguments.train_limit)
-    x_exact, y_exact = load_cifar10("test", exact_only=True)
     x_train, y_train = to_nchw(x_train), torch.from_numpy(y_train)
-    x_exact, y_exact = to_nchw(x_exact), torch.from_numpy(y_exact)
     model = load_torch_resnet18_module().ResNet18(num_classes=CIFAR10_CLASSES)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=PEAK_LEARNING_RATE, momentum=MOMENTUM,
@@ -210,10 +210,11 @@ def train(arguments):
 
 def main(argv=None):
     arguments = parse_arguments(argv)
-    model, x_train, elapsed, history = train(arguments)
     x_exact, y_exact = load_cifar10("test", exact_only=True)
+    x_exact, y_exact = to_nchw(x_exact), torch.from_numpy(y_exact)
+    model, x_train, elapsed, history = train(arguments, x_exact, y_exact)
     x_all, y_all = load_cifar10("test")
-    exact = accuracy(model, to_nchw(x_exact), torch.from_numpy(y_exact))
+    exact = accuracy(model, x_exact, y_exact)
     overall = accuracy(model, to_nchw(x_all), torch.from_numpy(y_all))
     arguments.output.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(arguments.output, **state_dict_arrays(model))
