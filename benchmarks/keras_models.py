@@ -73,7 +73,7 @@ def build_lab2_resnet(jit_compile=False):
     No augmentation layers (the torch twin has none either).
     """
     lab2 = course_lib.settings("lab2", "fast")
-    model = build_mnist_resnet18(lab2["image_size"], verbose=False)
+    model = build_mnist_resnet18(lab2["image_size"], verbose=False, stages=lab2["backbone_stages"])
     unfreeze_backbone(model, keep_batch_norm_frozen=True)
     learning_rate = lab2["frozen_learning_rate"] / LAB2_FINETUNE_LEARNING_RATE_DIVISOR
     model.compile(

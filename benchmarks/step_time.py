@@ -78,7 +78,8 @@ class Case:
 
 
 def _lab2_torch():
-    return torch_models.MnistResNet18(course_lib.settings("lab2", "fast")["image_size"])
+    lab2 = course_lib.settings("lab2", "fast")
+    return torch_models.MnistResNet18(lab2["image_size"], stages=lab2["backbone_stages"])
 
 
 CASES = {

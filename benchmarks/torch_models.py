@@ -30,7 +30,8 @@ TORCH_BATCH_NORM_MOMENTUM = 0.1  # = Keras' momentum 0.9 of the course's models
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MNIST_CLASSES = 10
-RESNET_STAGE_CHANNELS = 512
+RESNET_STAGE_CHANNELS = (64, 128, 256, 512)  # course_lib.resnet.STAGE_FILTERS
+RESNET_STAGES = len(RESNET_STAGE_CHANNELS)
 DENSE_VAE_HIDDEN_UNITS = (512, 256)  # lab 3's HIDDEN_UNITS
 DENSE_VAE_PIXELS = 28 * 28
 CONV_VAE_STAGE_FILTERS = (32, 64, 128)
@@ -93,17 +94,22 @@ class MnistResNet18(nn.Module):
     """Twin of `course_lib.resnet.build_mnist_resnet18` (without augmentation).
 
     gray (N, 1, 28, 28) -> 3 channels -> bilinear resize -> ImageNet normalization ->
-    ResNet18 (tests/torch_resnet18.py) with a `num_classes` classifier (logits).
+    ResNet18 (tests/torch_resnet18.py), its first `stages` stages, with a `num_classes`
+    classifier (logits).
 
     Args:
         image_size: side of the resized images.
         num_classes: classes of the classifier.
+        stages: residual stages kept (1-4); the later ones become identities.
     """
 
-    def __init__(self, image_size, num_classes=MNIST_CLASSES):
+    def __init__(self, image_size, num_classes=MNIST_CLASSES, stages=RESNET_STAGES):
         super().__init__()
         self.image_size = image_size
         self.backbone = load_torch_resnet18_module().ResNet18(num_classes=num_classes)
+        for stage in range(stages + 1, RESNET_STAGES + 1):
+            setattr(self.backbone, f"layer{stage}", nn.Identity())
+        self.backbone.fc = nn.Linear(RESNET_STAGE_CHANNELS[stages - 1], num_classes)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 

@@ -47,6 +47,7 @@ are unchanged; only the internal layers' output shapes read channels-first.
 """
 
 import os
+import pathlib
 import warnings
 
 import h5py
@@ -71,6 +72,8 @@ BLOCK_KERNEL_SIZE = 3
 BLOCK_PADDING = 1
 STAGE_FILTERS = (64, 128, 256, 512)
 BLOCKS_PER_STAGE = 2
+NUM_STAGES = len(STAGE_FILTERS)
+STAGE_PREFIX = "layer"  # torch keys of stage k start with f"layer{k}."
 IMAGENET_CLASSES = 1000
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
 WEIGHTS_SUFFIXES = (".weights.h5", ".npz")
@@ -79,6 +82,9 @@ MIN_IMAGE_SIZE = 32
 POOLINGS = (None, "avg", "max")
 # Torch's BN counts its updates in this buffer; Keras has no counterpart.
 IGNORED_TORCH_SUFFIX = ".num_batches_tracked"
+# Lab 2's default backbone: stem and stages 1-3 of a ResNet18 pretrained offline on CIFAR-10
+# by scripts/pretrain_resnet18_cifar10.py (its record: the .json beside it).
+CIFAR10_WEIGHTS = pathlib.Path(__file__).resolve().parent / "weights" / "resnet18_cifar10_stages3.npz"
 CLASSIFIER_PREFIX = "fc."
 
 # torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu"), untruncated.
@@ -135,8 +141,10 @@ def _basic_block(x, filters, strides, name):
     return keras.layers.ReLU(name=f"{name}_relu2")(y)
 
 
-def _resnet18_graph(input_shape, num_classes, include_top, pooling, classifier_activation, name):
-    """Builds the (randomly initialized) ResNet18 model."""
+def _resnet18_graph(
+    input_shape, num_classes, include_top, pooling, classifier_activation, name, stages=NUM_STAGES
+):
+    """Builds the (randomly initialized) ResNet18 model, its first `stages` stages only."""
     inputs = keras.Input(shape=input_shape, name="image")
     x = to_channels_first(inputs)
     x = _conv(x, STEM_FILTERS, STEM_KERNEL_SIZE, STRIDE, STEM_PADDING, name="conv1")
@@ -146,7 +154,7 @@ def _resnet18_graph(input_shape, num_classes, include_top, pooling, classifier_a
     x = keras.layers.MaxPooling2D(
         POOL_SIZE, strides=STRIDE, data_format=CHANNELS_FIRST, name="maxpool"
     )(x)
-    for stage, filters in enumerate(STAGE_FILTERS, start=1):
+    for stage, filters in enumerate(STAGE_FILTERS[:stages], start=1):
         for block in range(BLOCKS_PER_STAGE):
             strides = STRIDE if (stage > 1 and block == 0) else 1
             x = _basic_block(x, filters, strides, name=f"layer{stage}_{block}")
@@ -167,7 +175,17 @@ def _resnet18_graph(input_shape, num_classes, include_top, pooling, classifier_a
     return keras.Model(inputs, x, name=name)
 
 
-def _check_resnet_arguments(input_shape, num_classes, include_top, pooling, weights):
+def _check_resnet_arguments(input_shape, num_classes, include_top, pooling, weights, stages):
+    if isinstance(stages, bool) or not isinstance(stages, int) or not 1 <= stages <= NUM_STAGES:
+        raise ValueError(
+            f"`stages` must be an integer from 1 to {NUM_STAGES} (the residual stages "
+            f"layer1..layer{NUM_STAGES} kept). Received: stages={stages!r}"
+        )
+    if include_top and stages != NUM_STAGES:
+        raise ValueError(
+            f"The ImageNet classifier (`include_top=True`) needs all {NUM_STAGES} stages; "
+            f"use include_top=False with fewer. Received: stages={stages}"
+        )
     if len(input_shape) != 3:
         raise ValueError(
             f"`input_shape` must be (height, width, channels). "
@@ -201,6 +219,7 @@ def build_resnet18(
     classifier_activation=None,
     name="resnet18",
     verbose=True,
+    stages=NUM_STAGES,
 ):
     """Builds ResNet18 (torchvision's architecture and layer names) from Keras layers.
 
@@ -222,6 +241,11 @@ def build_resnet18(
         classifier_activation: activation of `fc`; None gives logits like torchvision.
         name: model name.
         verbose: print which weights the model got.
+        stages: how many residual stages to keep (1-4, all by default): with fewer,
+            the network ends after `layer{stages}` (features of
+            `STAGE_FILTERS[stages - 1]` channels at 1/(2 ** (stages + 1)) of the input
+            side) and a weights file's arrays of the later stages are not needed
+            (ignored when present). Needs `include_top=False` unless 4.
 
     Returns:
         A functional `keras.Model`.
@@ -232,10 +256,10 @@ def build_resnet18(
         FileNotFoundError: if the weights file does not exist.
     """
     input_shape = tuple(input_shape)
-    _check_resnet_arguments(input_shape, num_classes, include_top, pooling, weights)
+    _check_resnet_arguments(input_shape, num_classes, include_top, pooling, weights, stages)
     path = None if weights is None else _check_weights_path(weights)
     model = _resnet18_graph(
-        input_shape, num_classes, include_top, pooling, classifier_activation, name
+        input_shape, num_classes, include_top, pooling, classifier_activation, name, stages
     )
     if path is None:
         if verbose:
@@ -375,6 +399,35 @@ def _describe_keys(keys, limit=6):
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
+def _built_stages(model):
+    """How many residual stages `model` (from `build_resnet18`) has."""
+    names = {layer.name for layer in model.layers}
+    return sum(f"{STAGE_PREFIX}{stage}_0_conv1" in names for stage in range(1, NUM_STAGES + 1))
+
+
+def _later_stage(key, stages):
+    """True if the torch `key` belongs to a residual stage after the first `stages`."""
+    return any(key.startswith(f"{STAGE_PREFIX}{stage}.") for stage in range(stages + 1, NUM_STAGES + 1))
+
+
+def keep_stages(state_dict, stages):
+    """The arrays of a torchvision resnet18 state dict that a `stages`-stage model uses.
+
+    Args:
+        state_dict: mapping of torch key -> array.
+        stages: residual stages kept (1-4); the classifier `fc.*` is dropped unless 4.
+
+    Returns:
+        A new dict without the later stages' arrays (and without `fc.*` if stages < 4).
+    """
+    return {
+        key: value
+        for key, value in state_dict.items()
+        if not _later_stage(key, stages)
+        and not (stages < NUM_STAGES and key.startswith(CLASSIFIER_PREFIX))
+    }
+
+
 def load_torch_state_dict(model, state_dict, skip_classifier=False):
     """Loads a torchvision `resnet18` state dict into a `build_resnet18` model.
 
@@ -388,6 +441,8 @@ def load_torch_state_dict(model, state_dict, skip_classifier=False):
             `model.get_layer("backbone")` with `skip_classifier=True`).
         state_dict: mapping of torch key -> numpy array or torch tensor.
         skip_classifier: ignore the `fc.*` entries (for models without `fc`).
+            Arrays of residual stages the model does not have (built with fewer
+            `stages`) are ignored too.
 
     Returns:
         The number of arrays loaded.
@@ -395,11 +450,13 @@ def load_torch_state_dict(model, state_dict, skip_classifier=False):
     Raises:
         ValueError: on missing keys, unexpected keys or shape mismatches (all listed).
     """
+    stages = _built_stages(model)
     arrays = {
         key: value
         for key, value in state_dict.items()
         if not key.endswith(IGNORED_TORCH_SUFFIX)
         and not (skip_classifier and key.startswith(CLASSIFIER_PREFIX))
+        and not _later_stage(key, stages)
     }
     expected = _expected_arrays(model)
     missing = set(expected) - set(arrays)
@@ -407,6 +464,11 @@ def load_torch_state_dict(model, state_dict, skip_classifier=False):
     problems = []
     if missing:
         problems.append(f"missing keys: {_describe_keys(missing)}")
+        held = max((stage for stage in range(1, NUM_STAGES + 1)
+                    if any(key.startswith(f"{STAGE_PREFIX}{stage}.") for key in arrays)), default=0)
+        if 0 < held < stages and all(_later_stage(key, held) for key in missing):
+            problems.append(f"the weights hold residual stages 1-{held} only: build the model "
+                            f"with stages={held} (it has {stages})")
     if unexpected:
         problems.append(f"unexpected keys: {_describe_keys(unexpected)}")
     converted = {}
@@ -436,13 +498,14 @@ def load_torch_state_dict(model, state_dict, skip_classifier=False):
 
 
 def build_mnist_resnet18(
-    image_size, num_classes=10, weights=None, augmentation=None, verbose=True
+    image_size, num_classes=10, weights=None, augmentation=None, verbose=True, stages=NUM_STAGES
 ):
     """Builds the lab's MNIST classifier on a ResNet18 backbone.
 
     image (28, 28, 1) -> [augmentation] -> grayscale_to_rgb -> resize
     (image_size x image_size, bilinear) -> imagenet_normalization -> backbone
-    (ResNet18 without top, named "backbone") -> avg_pool -> classifier (softmax).
+    (ResNet18 without top, its first `stages` stages, named "backbone") -> avg_pool ->
+    classifier (softmax).
 
     Args:
         image_size: side the digits are resized to before the backbone (>= 32; the
@@ -452,12 +515,16 @@ def build_mnist_resnet18(
         augmentation: None or a Keras layer applied to the 28x28 images first, e.g.
             `course_lib.augment.build_mnist_augmentation()` (active only in training).
         verbose: print which weights the backbone got.
+        stages: residual stages of the backbone (1-4), see `build_resnet18`. Lab 2
+            keeps 3 (`course_lib.profiles`): on digits, the last stage of a network
+            pretrained on CIFAR-10 transfers no better than random weights.
 
     Returns:
         A functional `keras.Model` named "mnist_resnet18", inputs in [0, 1].
 
     Raises:
-        ValueError: on an invalid `image_size`, `num_classes` or `augmentation`.
+        ValueError: on an invalid `image_size`, `num_classes`, `augmentation` or
+            `stages`.
     """
     if (
         isinstance(image_size, bool)
@@ -482,6 +549,7 @@ def build_mnist_resnet18(
         weights=weights,
         name="backbone",
         verbose=verbose,
+        stages=stages,
     )
     inputs = keras.Input(shape=MNIST_INPUT_SHAPE, name="image")
     x = augmentation(inputs) if augmentation is not None else inputs

@@ -10,7 +10,7 @@ Usage:
         --out /tmp/lab2-calibration.json [--profile full] [--write-calibration]
 
     # known-poor, trained and graded like a student's notebook (VARIANTS):
-    python scripts/calibrate_lab2.py --seeds --poor old_budget tenth_of_budget \
+    python scripts/calibrate_lab2.py --seeds --poor tenth_of_budget backbone_never_unfrozen \
         --poor-seeds 0 1 --out /tmp/lab2-poor.json
     python scripts/calibrate_lab2.py --combine /tmp/lab2-calibration.json /tmp/lab2-poor.json \
         --out /tmp/lab2-all.json --write-calibration
@@ -41,30 +41,31 @@ MNIST_TRAIN_EXAMPLES = 60000  # what `train_examples=None` (the full profile) me
 
 # Known-poor notebooks: each one cell inserted into the solution (calibration_common.seeded_notebook).
 VARIANTS = {
-    "old_budget": {
-        "what": "the solution on the fast profile's earlier budget: 1 frozen + 1 fine-tuning epoch at batch 64",
-        "after": SETUP_CELL,
-        "source": "SETTINGS = dict(SETTINGS, finetune_epochs=1, batch_size=64)",
-    },
     "tenth_of_budget": {
         "what": f"the solution trained on 1/{BUDGET_FRACTION} of the profile's training digits",
         "after": SETUP_CELL,
         "source": f"SETTINGS = dict(SETTINGS, train_examples=(SETTINGS['train_examples'] or "
                   f"{MNIST_TRAIN_EXAMPLES}) // {BUDGET_FRACTION})",
     },
+    "backbone_never_unfrozen": {
+        "what": "phase 2 leaves the backbone frozen: only the head trains, in both phases",
+        "replace": ("backbone.trainable = True", "backbone.trainable = False"),
+    },
 }
 
 
-def untrained_accuracies(seeds, image_size=32):
-    """{name: accuracy} of the untrained model of each seed on the first test digits."""
+def untrained_accuracies(seeds, profile):
+    """{name: accuracy} of each seed's model as the notebook builds it, before any training."""
     from course_lib.data import load_mnist
-    from course_lib.resnet import build_mnist_resnet18
+    from course_lib.resnet import CIFAR10_WEIGHTS, build_mnist_resnet18
 
+    settings = course_lib.settings("lab2", profile)
     images, labels = load_mnist("test", limit=TEST_EXAMPLES)
     accuracies = {}
     for seed in seeds:
         course_lib.set_seed(seed)
-        model = build_mnist_resnet18(image_size, verbose=False)
+        model = build_mnist_resnet18(settings["image_size"], weights=str(CIFAR10_WEIGHTS), verbose=False,
+                                     stages=settings["backbone_stages"])
         predictions = np.argmax(model.predict(images, verbose=0), axis=-1)
         accuracies[f"untrained_model_seed_{seed}"] = round(float(np.mean(predictions == labels)), 4)
     return accuracies
@@ -79,7 +80,7 @@ def quantities(details):
     trained = sorted({run["variant"] for run in details.get("poor_runs", [])})
     poor_what = "; ".join(
         [f"{name}: {VARIANTS[name]['what']}" for name in trained]
-        + ["the untrained model (backbone and head at their initial weights) of each seed"])
+        + ["the untrained model (the pretrained backbone and a new head, before any training) of each seed"])
     return {
         "min_accuracy": calibration.quantity(
             "accuracy of `model` on the MNIST test digits the probe draws", "at_least",
@@ -106,8 +107,8 @@ def lab2_facts(probes):
 
 
 def untrained_details(seeds, profile):
-    """The known-poor side, measured with the runs: the untrained model of each seed (at 32x32)."""
-    return {"untrained_models": untrained_accuracies(seeds)}
+    """The known-poor side, measured with the runs: the untrained model of each seed."""
+    return {"untrained_models": untrained_accuracies(seeds, profile)}
 
 
 def lab2_summary(runs):

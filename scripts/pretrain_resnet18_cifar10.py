@@ -17,13 +17,16 @@ un-augmented training images lowered the exact-test accuracy from 85.2% to 82.4%
 
 Measured (seed 0, 16 epochs, 2,428 s on one thread of this 2-core CPU): 85.2% on the 1,000
 exact CIFAR-10 test images, 82.2% on all 10,000. On MNIST digits at 32x32 its pooled
-features are *not* better than a random ResNet18's: a linear head on 50 / 100 / 300 / 1,000
-digits reaches 55.6 / 64.1 / 77.1 / 86.2% with them and 66-68 / 71 / 81-84 / 89-90% with
-random ones (2 random seeds), so these weights are not shipped with lab 2 (see issue 16).
+fourth-stage features are *not* better than a random ResNet18's: a linear head on 50 / 100 /
+300 / 1,000 digits reaches 55.6 / 64.1 / 77.1 / 86.2% with them and 66-68 / 71 / 81-84 /
+89-90% with random ones (2 random seeds); on the third stage's, 95.1% against 88.9%. So lab 2
+ships and loads the stem and stages 1-3 only (LAB2_STAGES, from the lab's profile).
 
-Output: `build/pretrain_resnet18/resnet18_cifar10.npz` (convolution and dense arrays in
-float16, BN arrays in float32: a running variance can exceed float16's range; 20.4 MB) and
-a `.json` beside it recording the recipe, the accuracies, the wall time and the SHA-256.
+Output: `build/pretrain_resnet18/resnet18_cifar10.npz` (the whole network; convolution and
+dense arrays in float16, BN arrays in float32: a running variance can exceed float16's range;
+20.4 MB), lab 2's `resnet18_cifar10_stages3.npz` beside it (5.1 MB; copy it and its `.json`
+into `course_lib/weights/` to ship it), each with a `.json` recording the recipe, the
+accuracies, the wall time and the SHA-256.
 
 Usage:
 
@@ -31,6 +34,8 @@ Usage:
     python scripts/pretrain_resnet18_cifar10.py --epochs 1 --train-limit 512 \\
         --output /tmp/tiny.npz                                  # a smoke run
     python scripts/pretrain_resnet18_cifar10.py --resume        # after an interruption
+    python scripts/pretrain_resnet18_cifar10.py --export-from build/pretrain_resnet18/resnet18_cifar10.npz \\
+        --lab-output course_lib/weights/resnet18_cifar10_stages3.npz   # lab 2's file, no training
 """
 
 import argparse
@@ -51,7 +56,8 @@ from torch.nn import functional  # noqa: E402
 from benchmarks.torch_models import IMAGENET_MEAN, IMAGENET_STD, load_torch_resnet18_module  # noqa: E402
 from autograder.evaluators import file_sha256  # noqa: E402
 from course_lib.data import load_cifar10  # noqa: E402
-from course_lib.resnet import IGNORED_TORCH_SUFFIX  # noqa: E402
+from course_lib.profiles import PROFILES  # noqa: E402
+from course_lib.resnet import CIFAR10_WEIGHTS, IGNORED_TORCH_SUFFIX, keep_stages  # noqa: E402
 
 SEED = 0
 EPOCHS = 16
@@ -71,6 +77,9 @@ GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as PIL's "L" conversion
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 DEFAULT_OUTPUT = ROOT / "build" / "pretrain_resnet18" / "resnet18_cifar10.npz"
 CHECKPOINT = ROOT / "build" / "pretrain_resnet18" / "checkpoint.pt"
+# What lab 2 ships and loads by default: the stages its backbone keeps (the same in every
+# profile, checked in main), from the whole network's arrays.
+LAB2_STAGES = PROFILES["fast"]["lab2"]["backbone_stages"]
 _MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 _STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
@@ -86,12 +95,27 @@ def parse_arguments(argv=None):
     parser.add_argument("--output", type=pathlib.Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--checkpoint", type=pathlib.Path, default=CHECKPOINT)
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    parser.add_argument(
+        "--lab-output", type=pathlib.Path, default=None,
+        help=f"lab 2's file (the first {LAB2_STAGES} stages); default: beside --output, "
+        f"named like the shipped {CIFAR10_WEIGHTS.name} (copy it there to ship it)",
+    )
+    parser.add_argument(
+        "--export-from", type=pathlib.Path, default=None,
+        help="no training: write --lab-output from this earlier output (.npz with its .json)",
+    )
     arguments = parser.parse_args(argv)
     for name in ("epochs", "threads"):
         if getattr(arguments, name) < 1:
             parser.error(f"--{name} must be >= 1. Received: {getattr(arguments, name)}")
-    if not str(arguments.output).endswith(".npz"):
-        parser.error(f"--output must end in .npz. Received: {arguments.output}")
+    if arguments.lab_output is None:
+        arguments.lab_output = arguments.output.parent / CIFAR10_WEIGHTS.name
+    for name in ("output", "lab_output"):
+        if not str(getattr(arguments, name)).endswith(".npz"):
+            parser.error(f"--{name.replace('_', '-')} must end in .npz. Received: {getattr(arguments, name)}")
+    source = arguments.export_from
+    if source is not None and not (source.is_file() and source.with_suffix(".json").is_file()):
+        parser.error(f"--export-from needs an .npz and its .json record beside it. Received: {source}")
     return arguments
 
 
@@ -208,8 +232,42 @@ def train(arguments, x_exact, y_exact):
     return model, x_train, elapsed, history
 
 
+def write_lab_weights(arrays, record, path):
+    """Writes lab 2's weights (the first LAB2_STAGES stages) and their record beside them.
+
+    Args:
+        arrays: the whole network's torchvision-named arrays.
+        record: the whole network's record (recipe, accuracies); the file's own size,
+            SHA-256, kept stages and source are added.
+        path: the `.npz` to write.
+
+    Returns:
+        The record written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **keep_stages(arrays, LAB2_STAGES))
+    lab_record = dict(record, stages=LAB2_STAGES, source={"sha256": record["sha256"], "bytes": record["bytes"]},
+                      sha256=file_sha256(path), bytes=os.path.getsize(path))
+    path.with_suffix(".json").write_text(json.dumps(lab_record, indent=2) + "\n")
+    print(f"wrote {path} (stages 1-{LAB2_STAGES}, {lab_record['bytes'] / 1e6:.1f} MB)")
+    return lab_record
+
+
+def export(source, path):
+    """Writes lab 2's file from an earlier run's `.npz` and `.json` (no training)."""
+    with np.load(source, allow_pickle=False) as file:
+        arrays = {key: file[key] for key in file.files}
+    return write_lab_weights(arrays, json.loads(source.with_suffix(".json").read_text()), path)
+
+
 def main(argv=None):
     arguments = parse_arguments(argv)
+    stages = {name: profile["lab2"]["backbone_stages"] for name, profile in PROFILES.items()}
+    if set(stages.values()) != {LAB2_STAGES}:
+        raise SystemExit(f"lab 2's profiles keep different backbone stages ({stages}): one file cannot serve them")
+    if arguments.export_from is not None:
+        export(arguments.export_from, arguments.lab_output)
+        return
     x_exact, y_exact = load_cifar10("test", exact_only=True)
     x_exact, y_exact = to_nchw(x_exact), torch.from_numpy(y_exact)
     model, x_train, elapsed, history = train(arguments, x_exact, y_exact)
@@ -217,7 +275,8 @@ def main(argv=None):
     exact = accuracy(model, x_exact, y_exact)
     overall = accuracy(model, to_nchw(x_all), torch.from_numpy(y_all))
     arguments.output.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(arguments.output, **state_dict_arrays(model))
+    arrays = state_dict_arrays(model)
+    np.savez_compressed(arguments.output, **arrays)
     record = {
         "network": "torchvision resnet18 (tests/torch_resnet18.py), 10-class fc",
         "input": f"RGB {LAB2_IMAGE_SIZE}x{LAB2_IMAGE_SIZE} in [0, 1], ImageNet mean/std",
@@ -239,6 +298,7 @@ def main(argv=None):
         "bytes": os.path.getsize(arguments.output),
     }
     arguments.output.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    write_lab_weights(arrays, record, arguments.lab_output)
     print(f"wrote {arguments.output} ({record['bytes'] / 1e6:.1f} MB, sha256 {record['sha256']}): "
           f"{exact:.1%} on the {len(x_exact)} exact test images, {overall:.1%} on all {len(x_all)}")
 

@@ -24,7 +24,7 @@ from autograder.probes.assemble import run_probes_in_process
 from course_lib.augment import build_mnist_augmentation
 from course_lib.cnn import batch_norm_layers
 from course_lib.data import load_mnist
-from course_lib.resnet import build_mnist_resnet18
+from course_lib.resnet import CIFAR10_WEIGHTS, build_mnist_resnet18
 from course_lib.schedule import ScheduleRecorder
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -32,6 +32,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SOURCE_NOTEBOOK = ROOT / "source" / "lab2" / "lab2.ipynb"
 RANDOM_FAST = calibration.thresholds("lab2", "fast")
 IMAGE_SIZE = 32
+# The model as the notebook builds it: the shipped backbone, the profile's stages.
+BACKBONE = {"weights": str(CIFAR10_WEIGHTS), "stages": course_lib.settings("lab2", "fast")["backbone_stages"]}
+# The stem's BN, then 4 BN layers per stage and one per downsampling shortcut (stages 2 on).
+BACKBONE_BATCH_NORM_LAYERS = 1 + 4 * BACKBONE["stages"] + (BACKBONE["stages"] - 1)
 TRAIN_IMAGES = 16
 FROZEN_RATE = 1e-3
 NUM_CLASSES = 10
@@ -157,7 +161,7 @@ def _bn_frozen_before_unfreezing(model):
 def make_namespace(digits, recorder, mistake=None, finetune_divisor=10):
     """Trains one step per phase like the notebook, with at most one deliberate mistake."""
     keras.utils.set_random_seed(0)
-    model = build_mnist_resnet18(IMAGE_SIZE, augmentation=build_augmentation(), verbose=False)
+    model = build_mnist_resnet18(IMAGE_SIZE, augmentation=build_augmentation(), verbose=False, **BACKBONE)
     schedule = {}
     finetune_rate = {"same_rate": FROZEN_RATE, "higher_finetune_rate": FROZEN_RATE * 10}.get(
         mistake, FROZEN_RATE / finetune_divisor
@@ -188,7 +192,7 @@ def make_namespace(digits, recorder, mistake=None, finetune_divisor=10):
         "history_finetune": history_finetune,
         "FROZEN_LEARNING_RATE": FROZEN_RATE,
         "FINETUNE_LEARNING_RATE": finetune_rate,
-        "PRETRAINED_WEIGHTS": None,
+        "PRETRAINED_WEIGHTS": BACKBONE["weights"],
     }
 
 
@@ -204,7 +208,7 @@ def with_final_model(correct, augmentation=build_augmentation, mistake=None):
     """
     keras.utils.set_random_seed(0)
     model_augmentation = None if mistake == "augmentation_not_applied" else augmentation()
-    model = build_mnist_resnet18(IMAGE_SIZE, augmentation=model_augmentation, verbose=False)
+    model = build_mnist_resnet18(IMAGE_SIZE, augmentation=model_augmentation, verbose=False, **BACKBONE)
     _finetune_state(model)
     _compile(model, correct["FINETUNE_LEARNING_RATE"])
     if mistake == "logits":
@@ -311,7 +315,7 @@ PLANTED_BUGS = [
     ("bn_trainable_while_finetuning", "schedule", {"mistake": "trainable_batch_norm"},
      {BN_MODE: ["BatchNormalization layers were trainable", "after unfreezing"]}),
     ("bn_frozen_before_unfreezing", "schedule", {"mistake": "bn_frozen_before_unfreezing"},
-     {BN_MODE: ["40 trainable BN weights", "after unfreezing the backbone"]}),
+     {BN_MODE: [f"{2 * BACKBONE_BATCH_NORM_LAYERS} trainable BN weights", "after unfreezing the backbone"]}),
 ]
 CORRECT_VARIANTS = [
     ("as_the_solution", "model", {}),

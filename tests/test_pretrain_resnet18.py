@@ -17,7 +17,7 @@ import course_lib  # noqa: F401  (torch backend before keras)
 import numpy as np
 import pytest
 
-from course_lib.resnet import build_resnet18
+from course_lib.resnet import CIFAR10_WEIGHTS, build_mnist_resnet18, build_resnet18
 
 REPOSITORY_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = REPOSITORY_ROOT / "scripts" / "pretrain_resnet18_cifar10.py"
@@ -56,11 +56,39 @@ def test_smoke_run_writes_loadable_weights_and_their_record(tmp_path):
         expected = np.transpose(arrays["conv1.weight"].astype(np.float32), (2, 3, 1, 0))
     np.testing.assert_array_equal(kernel, expected)
 
+    # Lab 2's file, beside it: the stages the lab keeps, loadable the way the lab builds its model.
+    lab_file = written.parent / CIFAR10_WEIGHTS.name
+    _check_lab_file(lab_file, written, record)
+    # The same file again from the run's output, without training (into another relative path).
+    again = pathlib.Path("exported") / "lab weights.npz"
+    completed = _run(["--export-from", str(output), "--lab-output", str(again)], cwd=tmp_path, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    _check_lab_file(tmp_path / again, written, record)
+    with np.load(lab_file) as first, np.load(tmp_path / again) as second:
+        assert first.files == second.files
+        for key in first.files:
+            np.testing.assert_array_equal(first[key], second[key])
+
+
+def _check_lab_file(lab_file, source, source_record):
+    lab_record = json.loads(lab_file.with_suffix(".json").read_text())
+    stages = course_lib.settings("lab2")["backbone_stages"]
+    assert lab_record["stages"] == stages
+    assert lab_record["source"] == {"sha256": source_record["sha256"], "bytes": source_record["bytes"]}
+    assert lab_record["sha256"] == hashlib.sha256(lab_file.read_bytes()).hexdigest()
+    with np.load(lab_file) as arrays:
+        keys = set(arrays.files)
+    assert not any(key.startswith((f"layer{stages + 1}.", "fc.")) for key in keys)
+    assert lab_file.stat().st_size < source.stat().st_size
+    build_mnist_resnet18(IMAGE_SIZE, weights=str(lab_file), stages=stages, verbose=False)
+
 
 @pytest.mark.parametrize("arguments, message", [
     (["--epochs", "0"], "--epochs must be >= 1. Received: 0"),
     (["--threads", "-1"], "--threads must be >= 1. Received: -1"),
     (["--output", "weights.h5"], "--output must end in .npz. Received: weights.h5"),
+    (["--lab-output", "lab.h5"], "--lab-output must end in .npz. Received: lab.h5"),
+    (["--export-from", "missing.npz"], "--export-from needs an .npz and its .json record beside it. Received: missing.npz"),
 ])
 def test_bad_arguments_are_refused_with_what_was_received(tmp_path, arguments, message):
     completed = _run(arguments, cwd=tmp_path, timeout=120)

@@ -5,7 +5,9 @@ torchvision's module names: same weights and same input must give the same outpu
 """
 
 import copy
+import hashlib
 import importlib.util
+import json
 import pathlib
 
 import course_lib  # noqa: F401  (torch backend before keras)
@@ -17,10 +19,13 @@ import torch
 from course_lib.augment import GrayscaleToRGB, ImageNetNormalization, build_mnist_augmentation
 from course_lib.cnn import batch_norm_layers
 from course_lib.data import load_mnist
+from course_lib.profiles import PROFILES
 from course_lib.resnet import (
+    CIFAR10_WEIGHTS,
     build_mnist_resnet18,
     build_resnet18,
     freeze_backbone,
+    keep_stages,
     load_torch_state_dict,
     unfreeze_backbone,
 )
@@ -32,6 +37,7 @@ RELATIVE_TOLERANCE = 1e-4
 # ResNet18: conv1 + 8 blocks x 2 convs + 3 downsample convs; a BN after each.
 NUM_CONVS = 1 + 8 * 2 + 3
 MNIST_IMAGE_SIZE = 32
+MAX_SHIPPED_BYTES = 25_000_000  # what the course accepts in the repository for lab 2's weights
 
 
 def _torch_reference(seed=0):
@@ -409,3 +415,70 @@ def test_mnist_resnet18_saves_and_loads(tmp_path, digits):
         atol=1e-6,
     )
     assert all(not layer.trainable for layer in batch_norm_layers(restored))
+
+
+# ----------------------------------------------------------------------------------
+# Fewer stages (lab 2 keeps 3) and the shipped CIFAR-10 backbone
+# ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stages, channels, side", [(1, 64, 8), (2, 128, 4), (3, 256, 2), (4, 512, 1)])
+def test_stages_end_the_network_after_that_stage(stages, channels, side):
+    model = build_resnet18((MNIST_IMAGE_SIZE, MNIST_IMAGE_SIZE, 3), include_top=False, stages=stages, verbose=False)
+    assert model.output.shape == (None, side, side, channels)
+    names = {layer.name for layer in model.layers}
+    assert f"layer{stages}_1_conv2" in names and f"layer{stages + 1}_0_conv1" not in names
+
+
+def test_a_truncated_model_matches_the_same_stages_in_torch(torch_model):
+    model = build_resnet18((64, 64, 3), include_top=False, stages=3, verbose=False)
+    load_torch_state_dict(model, torch_model.state_dict(), skip_classifier=True)  # layer4.* ignored
+    images = _random_images(64)
+    with torch.no_grad():
+        x = torch.from_numpy(np.transpose(images, (0, 3, 1, 2)))
+        x = torch_model.maxpool(torch_model.relu(torch_model.bn1(torch_model.conv1(x))))
+        expected = torch_model.layer3(torch_model.layer2(torch_model.layer1(x))).numpy()
+    actual = np.transpose(_keras_numpy(model, images), (0, 3, 1, 2))
+    assert _relative_error(expected, actual) < RELATIVE_TOLERANCE
+
+
+def test_keep_stages_and_loading_a_truncated_state_dict(torch_model):
+    arrays = {key: value.numpy() for key, value in torch_model.state_dict().items()}
+    kept = keep_stages(arrays, 3)
+    assert not any(key.startswith(("layer4.", "fc.")) for key in kept)
+    assert {key for key in arrays if key.startswith("layer3.")} <= set(kept)
+    assert keep_stages(arrays, 4) == arrays
+    model = build_resnet18((32, 32, 3), include_top=False, stages=3, verbose=False)
+    assert load_torch_state_dict(model, kept) > 0
+    whole = build_resnet18((32, 32, 3), include_top=False, verbose=False)
+    with pytest.raises(ValueError, match=r"stages 1-3 only: build the model with stages=3 \(it has 4\)"):
+        load_torch_state_dict(whole, kept)
+
+
+@pytest.mark.parametrize("stages", [0, 5, 2.0, True, "3"])
+def test_invalid_stages_are_refused_with_what_was_received(stages):
+    with pytest.raises(ValueError, match=rf"`stages` must be an integer from 1 to 4.*Received: stages={stages!r}"):
+        build_resnet18((32, 32, 3), include_top=False, stages=stages)
+    with pytest.raises(ValueError, match="`stages` must be an integer"):
+        build_mnist_resnet18(MNIST_IMAGE_SIZE, stages=stages)
+
+
+def test_the_classifier_needs_every_stage():
+    with pytest.raises(ValueError, match=r"needs all 4 stages.*Received: stages=3"):
+        build_resnet18(stages=3)
+
+
+def test_the_shipped_cifar10_backbone_is_what_its_record_says():
+    record = json.loads(CIFAR10_WEIGHTS.with_suffix(".json").read_text())
+    assert record["sha256"] == hashlib.sha256(CIFAR10_WEIGHTS.read_bytes()).hexdigest()
+    assert record["bytes"] == CIFAR10_WEIGHTS.stat().st_size <= MAX_SHIPPED_BYTES
+    for profile in PROFILES:
+        settings = course_lib.settings("lab2", profile)
+        assert settings["backbone_stages"] == record["stages"]
+        model = build_mnist_resnet18(settings["image_size"], weights=str(CIFAR10_WEIGHTS),
+                                     stages=settings["backbone_stages"], verbose=False)
+        with np.load(CIFAR10_WEIGHTS) as arrays:
+            expected = arrays["layer3.1.bn2.running_var"]
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(model.get_layer("backbone").get_layer("layer3_1_bn2").moving_variance),
+            expected)
