@@ -112,6 +112,42 @@ def build_augmentation_added():
     return augmentation
 
 
+def _augmentation_with(rotation=0.05, translation=0.1, zoom=0.1):
+    return keras.Sequential(
+        [
+            layers.RandomRotation(rotation, fill_mode="constant"),
+            layers.RandomTranslation(translation, translation, fill_mode="constant"),
+            layers.RandomZoom(zoom, fill_mode="constant"),
+        ]
+    )
+
+
+def build_augmentation_half_turn():
+    """Wrong factor: a rotation of up to half a turn (a 6 becomes a 9)."""
+    return _augmentation_with(rotation=0.5)
+
+
+def build_augmentation_half_side_shift():
+    """Wrong factor: shifts of up to half the image, strokes leave the frame."""
+    return _augmentation_with(translation=0.5)
+
+
+def build_augmentation_large_zoom():
+    """Wrong factor: zooms of up to 60% in or out."""
+    return _augmentation_with(zoom=0.6)
+
+
+def build_augmentation_wider_but_fine():
+    """Correct variant: the common MNIST ranges, a larger rotation and asymmetric zoom."""
+    return keras.Sequential(
+        [
+            layers.RandomRotation((-0.1, 0.1), fill_mode="constant"),
+            layers.RandomTranslation(0.15, (-0.2, 0.2), fill_mode="constant"),
+            layers.RandomZoom((-0.2, 0.25), fill_mode="constant"),
+        ]
+    )
+
+
 def build_augmentation_from_reference():
     return build_mnist_augmentation()
 
@@ -297,6 +333,12 @@ PLANTED_BUGS = [
      {AUG_LAYERS: ["build_mnist_augmentation", "your own"]}),
     ("augmentation_not_applied", "model", {"mistake": "augmentation_not_applied"},
      {AUG_LAYERS: ["`model` has no rotation, translation, zoom", "augmentation=build_augmentation()"]}),
+    ("rotation_of_half_a_turn", "model", {"augmentation": build_augmentation_half_turn},
+     {AUG_LAYERS: ["RandomRotation(factor=(-0.5, 0.5))", "180 degrees", "not an angle in degrees", "about 0.05"]}),
+    ("shift_of_half_the_image", "model", {"augmentation": build_augmentation_half_side_shift},
+     {AUG_LAYERS: ["RandomTranslation(height_factor=0.5)", "0.5 of the image side", "not pixels"]}),
+    ("zoom_of_sixty_percent", "model", {"augmentation": build_augmentation_large_zoom},
+     {AUG_LAYERS: ["RandomZoom(height_factor=0.6)", "more than the 0.3"]}),
     ("augmentation_at_test_time", "model", {"augmentation": build_augmentation_always_on},
      {AUG_ONLY: ["changes images in inference mode", "only in training"]}),
     ("augmentation_never_in_training", "model", {"augmentation": build_augmentation_never_on},
@@ -321,6 +363,7 @@ CORRECT_VARIANTS = [
     ("as_the_solution", "model", {}),
     ("augmentation_reordered_with_tuples", "model", {"augmentation": build_augmentation_reordered}),
     ("augmentation_built_with_add", "model", {"augmentation": build_augmentation_added}),
+    ("augmentation_with_wider_common_ranges", "model", {"augmentation": build_augmentation_wider_but_fine}),
     ("bn_refrozen_by_type", "schedule", {"mistake": "refreeze_by_type"}),
     ("finetune_rate_twenty_times_lower", "schedule", {"finetune_divisor": 20}),
 ]

@@ -16,6 +16,16 @@ REQUIRED_AUGMENTATIONS = {
     "translation": "keras.layers.RandomTranslation",
     "zoom": "keras.layers.RandomZoom",
 }
+# Largest factor that still leaves a digit the same digit, per layer (the notebook asks for about
+# 0.05 of a turn and 0.1 of the size). Beyond an eighth of a turn a 6 starts to read as a 9 (a
+# half turn makes it one); beyond a quarter of the side a shift pushes strokes out of the
+# 28x28 frame (MNIST digits fill its central 20x20) and a zoom crops or shrinks them to a blot.
+MAX_FACTOR = {"RandomRotation": 0.125, "RandomTranslation": 0.25, "RandomZoom": 0.3}
+FACTOR_UNIT = {
+    "RandomRotation": ("of a full turn", "Keras' factor is a fraction of a turn (2 pi), not an angle in degrees"),
+    "RandomTranslation": ("of the image side", "the factor is a fraction of the height/width, not pixels"),
+    "RandomZoom": ("of the size", "the factor is a fraction of the size (0.1: up to 10% in or out)"),
+}
 REFERENCE_AUGMENTATION = ("build_mnist_augmentation", "course_lib.augment.build_mnist_augmentation")
 REFERENCE_FREEZE = "course_lib.resnet.freeze_backbone"
 REFERENCE_UNFREEZE = "course_lib.resnet.unfreeze_backbone"
@@ -60,6 +70,24 @@ def test_augmentation_layers(probe):
         raise CheckFailure(
             f"`model` has no {', '.join(missing_in_model)} augmentation layer: pass "
             "augmentation=build_augmentation() to build_mnist_resnet18."
+        )
+    _check_factors(facts.get("factors", []), "build_augmentation()")
+    _check_factors(probe.facts("model").get("augmentation_factors", []), "the augmentation inside `model`")
+
+
+def _check_factors(factors, where):
+    """Fails on a random rotation/translation/zoom larger than a digit survives."""
+    for factor in factors:
+        limit = MAX_FACTOR.get(factor.get("layer"))
+        magnitude = factor.get("magnitude")
+        if limit is None or not isinstance(magnitude, (int, float)) or magnitude <= limit:
+            continue
+        unit, why = FACTOR_UNIT[factor["layer"]]
+        degrees = f" ({magnitude * 360:g} degrees)" if factor["layer"] == "RandomRotation" else ""
+        raise CheckFailure(
+            f"{where} has {factor['layer']}({factor['argument']}={factor['value']}): up to "
+            f"{magnitude:g} {unit}{degrees}, more than the {limit:g} a digit survives ({why}). "
+            "Use small factors, about 0.05 for the rotation and 0.1 for the shift and the zoom."
         )
 
 

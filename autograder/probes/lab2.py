@@ -45,6 +45,44 @@ def _class_names(layer, skip=()):
     ]
 
 
+# The size arguments of Keras' random image layers, per class (a fraction of a turn, of the
+# height/width, of the size); the checks bound them.
+AUGMENTATION_FACTORS = {
+    "RandomRotation": ("factor",),
+    "RandomTranslation": ("height_factor", "width_factor"),
+    "RandomZoom": ("height_factor", "width_factor"),
+}
+
+
+def _magnitude(value):
+    """The largest |number| in a factor (a number or a (lower, upper) pair); None if not numeric."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    try:
+        return max(abs(float(item)) for item in values)
+    except (TypeError, ValueError):
+        return None
+
+
+def _factors(layer, skip=()):
+    """[{layer, argument, value, magnitude}] of the random rotation/translation/zoom layers in `layer`."""
+    found = []
+    for leaf in _leaf_layers(layer, skip):
+        kinds = [cls.__name__ for cls in type(leaf).__mro__ if cls.__name__ in AUGMENTATION_FACTORS]
+        if not kinds:
+            continue
+        try:
+            config = leaf.get_config()
+        except Exception:  # a student's subclass may not serialize; its class is still reported
+            continue
+        for argument in AUGMENTATION_FACTORS[kinds[0]]:
+            value = config.get(argument)
+            if value is None:
+                continue
+            found.append({"layer": kinds[0], "argument": argument, "value": repr(value)[:60],
+                          "magnitude": _magnitude(value)})
+    return found
+
+
 def _test_digits(rng, count):
     from course_lib.data import load_mnist
 
@@ -64,6 +102,7 @@ def probe_augmentation(namespace, rng):
     training = to_numpy(augmentation(images, training=True))
     facts = {
         "classes": _class_names(augmentation),
+        "factors": _factors(augmentation),
         "references": referenced_names(build),
         "inference_shape": list(inference.shape),
         "training_shape": list(training.shape),
@@ -115,6 +154,7 @@ def probe_model(namespace, rng):
         learning_rate = float(to_numpy(optimizer.learning_rate))
     return {
         "head_classes": _class_names(model, skip=(BACKBONE_NAME,)),
+        "augmentation_factors": _factors(model, skip=(BACKBONE_NAME,)),
         "backbone_trainable": bool(backbone.trainable),
         "trainable_conv_layers": sum(bool(layer.trainable) for layer in convs),
         "conv_layers": len(convs),
