@@ -51,15 +51,19 @@ PROFILES = {
         # epochs at batch 32, test accuracy, seeds 0/1): 3 stages pretrained 95.0 / 94.0%
         # (validation after the frozen phase 54.5 / 46.5%), 3 stages random 92.3 / 90.5% (24.5 /
         # 16.0%), 40-47 s of training; all 4 stages pretrained 92.5 / 93.9%, random 91.9 / 92.8%,
-        # about 105 s (the fourth stage's CIFAR-10 features do not help on digits). 2 + 5 epochs
-        # or a cosine-decayed fine-tuning rate did not do better (88-96%); fine-tuning at Adam
-        # 1e-3 (frozen 0.01) diverged. Through the grader: calibration/lab2.json.
+        # about 105 s (the fourth stage's CIFAR-10 features do not help on digits). The accuracy
+        # can drop by 5-8 points from one fine-tuning epoch to the next (through the grader, 7
+        # seeds of 1 + 3 epochs: 86.3-96.6%), so the notebook's fit_phase keeps each phase's best
+        # validation epoch, and fine-tuning runs 4 epochs (seed 0: 84.7% after the 4th epoch,
+        # 95.0% with the best one kept). 2 + 5 epochs, a cosine-decayed or 3x lower fine-tuning
+        # rate, 4,000 digits or re-estimated BN statistics did not do better; Adam 1e-3 (frozen
+        # 0.01) diverged. Through the grader: calibration/lab2.json.
         "lab2": {
             "train_examples": 2000,
             "test_examples": 1000,
             "image_size": 32,
             "frozen_epochs": 1,
-            "finetune_epochs": 3,
+            "finetune_epochs": 4,
             "batch_size": 32,
             "frozen_learning_rate": 0.003,
             "backbone_stages": 3,
