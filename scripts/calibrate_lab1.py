@@ -36,6 +36,7 @@ from autograder import calibration  # noqa: E402
 from calibration_common import PROBE_SEED, seeds_main, summarize  # noqa: E402
 
 SETUP_CELL = 'SETTINGS = course_lib.settings("lab1")'
+LOAD_CELL = 'x_train, y_train = load_cifar10("train"'
 # Known-poor runs: the seeded solution notebook with one planted change, trained in full
 # otherwise (calibration_common.seeded_notebook: a cell inserted after the Setup cell, or
 # one line of the solution's builder replaced).
@@ -46,7 +47,9 @@ POOR_VARIANTS = {
     },
     "tenth_of_the_steps": {
         "what": "both models trained on a tenth of the training images (a tenth of the steps)",
-        "after": SETUP_CELL, "source": 'SETTINGS["train_examples"] //= 10',
+        # After the loading cell, so that it also works where the profile loads all images
+        # (full: train_examples None); in fast the same first 500 images as a limit of 500.
+        "after": LOAD_CELL, "source": "x_train, y_train = x_train[: len(x_train) // 10], y_train[: len(y_train) // 10]",
     },
     "unused_batch_norm": {
         "what": "build_cnn_with_batch_norm() creates its BatchNormalization layers but drops their outputs",

@@ -141,9 +141,28 @@ def _lab1_probe_dir(folder, accuracy_bn):
     return folder
 
 
+@pytest.fixture
+def lab1_full_unmeasured(tmp_path, monkeypatch):
+    """lab1's calibration with its full profile turned back into an explicit fallback to fast."""
+    stored = copy.deepcopy(calibration.load("lab1"))
+    stored["profiles"]["full"] = {"measured": False, "fallback": "fast", "why": "not measured in this test"}
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    (folder / "lab1.json").write_text(json.dumps(stored))
+    monkeypatch.setattr(calibration, "CALIBRATION_DIR", folder)
+    calibration.load.cache_clear()
+    yield
+    calibration.load.cache_clear()
+
+
 @pytest.mark.parametrize("profile", PROFILES)
-def test_a_check_says_when_its_profile_was_not_measured(profile, tmp_path):
+@pytest.mark.parametrize("full_measured", [True, False], ids=["as stored", "full unmeasured"])
+def test_a_check_says_when_its_profile_was_not_measured(profile, full_measured, tmp_path, request):
+    if not full_measured:
+        request.getfixturevalue("lab1_full_unmeasured")
     thresholds = calibration.thresholds("lab1", profile)
+    if not full_measured and profile == "full":
+        assert not thresholds.measured and thresholds.source_profile == "fast"
     below = thresholds["min_bn_accuracy"] - 0.05
     results = {r.name: r for r in run_checks("lab1", _lab1_probe_dir(tmp_path / "p", below), profile,
                                               only=["test_batch_norm_accuracy"])}
@@ -313,6 +332,28 @@ def test_a_replacing_variant_changes_one_line_of_the_solution():
     assert old not in sources and new in sources
     with pytest.raises(RuntimeError, match="0 code cells.*'no such line'"):
         calibration_common.seeded_notebook("lab1", 2, {"replace": ("no such line", "x")})
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_lab1_tenth_of_the_steps_keeps_a_tenth_of_what_each_profile_loads(profile, monkeypatch):
+    # The variant runs after the loading cell, so it also works where the profile loads every
+    # image (full: train_examples None, which a "limit //= 10" could not divide).
+    import calibrate_lab1
+    import calibration_common
+
+    monkeypatch.setenv("COURSE_PROFILE", profile)
+    variant = calibrate_lab1.POOR_VARIANTS["tenth_of_the_steps"]
+    cells = [cell.source for cell in calibration_common.seeded_notebook("lab1", 0, variant).cells
+             if cell.cell_type == "code"]
+    planted = cells.index(variant["source"])
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    namespace = {"__name__": "__main__"}
+    for source in cells[:planted]:  # Setup, the seed, the loading cell
+        exec(source, namespace)
+    loaded = len(namespace["x_train"])
+    assert loaded == (namespace["SETTINGS"]["train_examples"] or 50_000)
+    exec(cells[planted], namespace)
+    assert len(namespace["x_train"]) == len(namespace["y_train"]) == loaded // 10
 
 
 def test_lab4_refuses_thresholds_that_a_known_poor_sample_model_passes(monkeypatch):
