@@ -38,7 +38,7 @@ from calibration_common import PROBE_SEED, seeds_main, summarize  # noqa: E402
 SETUP_CELL = 'SETTINGS = course_lib.settings("lab1")'
 LOAD_CELL = 'x_train, y_train = load_cifar10("train"'
 # Known-poor runs: the seeded solution notebook with one planted change, trained in full
-# otherwise (calibration_common.seeded_notebook: a cell inserted after the Setup cell, or
+# otherwise (calibration_common.seeded_notebook: a cell inserted after a marker cell, or
 # one line of the solution's builder replaced).
 POOR_VARIANTS = {
     "bn_momentum_0.99": {
