@@ -26,13 +26,17 @@ Every lab keeps its thresholds in `autograder/calibration/<lab>.json`::
           },
           "details": {...the lab's own raw measurements...}
         },
-        "full": {"measured": false, "fallback": "fast", "why": "..."}   # an unmeasured profile
+        "full": {"measured": false, "fallback": "fast", "why": "...",   # an unmeasured profile
+                 "measured_so_far": {...}}    # optional: runs measured, too few to set thresholds
       }
     }
 
 A profile that has not been measured names the measured profile whose thresholds it uses
 (`fallback`) and says why; the checks that use such thresholds say so in their message and
 the report says so in its `calibration` entry. Numbers are never copied between profiles.
+A profile with fewer than `MIN_KNOWN_GOOD_RUNS` reference runs stays unmeasured; the runs it
+has are kept in its `measured_so_far` entry (machine, date, budget, seeds, details), so that a
+later session or machine adds the missing seeds instead of starting again.
 """
 
 import functools
@@ -45,6 +49,9 @@ import numpy as np
 FORMAT = 2
 CALIBRATION_DIR = pathlib.Path(__file__).resolve().parent / "calibration"
 DIRECTIONS = ("at_least", "at_most")
+# A threshold rests on at least this many known-good (reference) runs, each its own seed.
+MIN_KNOWN_GOOD_RUNS = 3
+PARTIAL_KEYS = ("measured_on", "date", "budget", "seeds", "details")
 
 
 class CalibrationError(ValueError):
@@ -98,6 +105,21 @@ def validate(calibration, source="calibration"):
                 )
             if not entry.get("why"):
                 raise CalibrationError(f"{where} is not measured and does not say why.")
+            if "measured_so_far" in entry:
+                _validate_partial(entry["measured_so_far"], where)
+
+
+def _validate_partial(partial, where):
+    missing = [key for key in PARTIAL_KEYS if key not in partial]
+    if missing:
+        raise CalibrationError(f"{where}: 'measured_so_far' has no {missing} (expected {list(PARTIAL_KEYS)}).")
+    seeds = [run["seed"] for run in partial["details"].get("runs", [])]
+    if seeds != list(partial["seeds"]):
+        raise CalibrationError(f"{where}: 'measured_so_far' lists seeds {partial['seeds']} but its runs have "
+                               f"seeds {seeds}.")
+    if len(seeds) >= MIN_KNOWN_GOOD_RUNS:
+        raise CalibrationError(f"{where}: 'measured_so_far' has {len(seeds)} reference runs, enough for "
+                               f"thresholds ({MIN_KNOWN_GOOD_RUNS}): derive them (--write-calibration).")
 
 
 def _validate_measured(entry, where):
@@ -247,6 +269,9 @@ def quantity(description, direction, good_values, good_what, poor_values, poor_w
         raise CalibrationError(f"direction {direction!r}, expected one of {DIRECTIONS}.")
     if not poor_values:
         raise CalibrationError(f"{description}: no known-poor values.")
+    if len(good_values) < MIN_KNOWN_GOOD_RUNS:
+        raise CalibrationError(f"{description}: {len(good_values)} known-good value(s) {list(good_values)}; a "
+                               f"threshold needs at least {MIN_KNOWN_GOOD_RUNS} (one per seed).")
     good = summary(good_values)
     lower_is_better = direction == "at_most"
     worst_good = good["max"] if lower_is_better else good["min"]
@@ -311,6 +336,74 @@ def write_profile(path, lab_name, script, description, profile, entry):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(calibration, indent=2, ensure_ascii=False) + "\n")
     load.cache_clear()
+
+
+def write_partial(path, lab_name, script, description, profile, partial):
+    """Keeps the runs of a profile that has too few of them for thresholds (`measured_so_far`).
+
+    The profile stays unmeasured: its checks go on using its fallback's thresholds (the
+    entry already in the file, else the first measured profile), and its `why` says how
+    many reference runs it has and how many it needs.
+
+    Args:
+        path, lab_name, script, description: as for `write_profile`.
+        profile: the profile the runs belong to.
+        partial: {"measured_on", "date", "budget", "seeds", "details"} (see `partial_entry`).
+
+    Raises:
+        CalibrationError: if `profile` is already measured (its thresholds would be lost),
+            if the file has no measured profile to fall back to, or the result is malformed.
+    """
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    profiles = dict(previous.get("profiles", {}))
+    old = profiles.get(profile, {})
+    if old.get("measured"):
+        raise CalibrationError(
+            f"{path}: the {profile!r} profile is measured ({len(old.get('seeds', []))} seeds); refusing to "
+            f"replace its thresholds by {len(partial['seeds'])} run(s). Combine the new runs with its "
+            f"runs (--combine {path}) to measure it again."
+        )
+    fallback = old.get("fallback") or next((name for name, entry in profiles.items() if entry.get("measured")), None)
+    if fallback is None:
+        raise CalibrationError(f"{path}: no measured profile for {profile!r} to fall back to "
+                               f"(profiles: {sorted(profiles)}).")
+    seeds = list(partial["seeds"])
+    profiles[profile] = {
+        "measured": False,
+        "fallback": fallback,
+        "why": (f"{len(seeds)} of the {MIN_KNOWN_GOOD_RUNS} reference runs they need are measured, seeds "
+                f"{seeds}; those and the known-poor runs are kept in measured_so_far of {path.name}, and "
+                f"{script} --profile {profile} --seeds ... adds the others"),
+        "measured_so_far": dict(partial, seeds=seeds),
+    }
+    calibration = {"format": FORMAT, "lab": lab_name, "script": script, "description": description,
+                   "profiles": profiles}
+    validate(calibration, source=str(path))
+    path.write_text(json.dumps(calibration, indent=2, ensure_ascii=False) + "\n")
+    load.cache_clear()
+
+
+def runs_of(path, profile, key="runs"):
+    """The runs (key="runs") or known-poor runs ("poor_runs") kept in a calibration file's profile.
+
+    They are the measured entry's `details`, or the `measured_so_far` details of an
+    unmeasured one; an unmeasured profile without runs has none.
+
+    Raises:
+        CalibrationError: if the file has no such profile.
+    """
+    profiles = json.loads(pathlib.Path(path).read_text()).get("profiles", {})
+    if profile not in profiles:
+        raise CalibrationError(f"{path} has no profile {profile!r} (profiles: {sorted(profiles)}).")
+    entry = profiles[profile]
+    details = entry.get("details") if entry.get("measured") else entry.get("measured_so_far", {}).get("details")
+    return list((details or {}).get(key, []))
+
+
+def partial_entry(budget, seeds, details, measured_on, date=None, load_average=None):
+    """The `measured_so_far` entry of runs too few for thresholds (arguments as `profile_entry`)."""
+    entry = profile_entry({}, budget, seeds, details, measured_on, date=date, load_average=load_average)
+    return {key: entry[key] for key in (*PARTIAL_KEYS, "load_average_1min")}
 
 
 def profile_entry(quantities, budget, seeds, details, measured_on, date=None, load_average=None):

@@ -146,9 +146,32 @@ def kept_runs(folders, lab, profile):
     return found
 
 
-def combine(paths, key="runs"):
-    """The runs (or, with key="poor_runs", the known-poor runs) of several output files, in order."""
-    runs = [run for path in paths for run in json.loads(pathlib.Path(path).read_text()).get(key, [])]
+def combine(paths, profile, key="runs"):
+    """The runs (or, with key="poor_runs", the known-poor runs) of several files, in order.
+
+    Each file is an output of `--out`, or a calibration file (`autograder/calibration/<lab>.json`),
+    whose `profile` entry gives the runs it keeps (measured, or `measured_so_far`).
+
+    Raises:
+        RuntimeError: if an output file is of another profile, or two files hold the same run
+            (variant and seed).
+    """
+    from autograder import calibration
+
+    runs = []
+    for path in paths:
+        content = json.loads(pathlib.Path(path).read_text())
+        if "profiles" in content:
+            runs += calibration.runs_of(path, profile, key)
+            continue
+        if content.get("profile", profile) != profile:
+            raise RuntimeError(f"{path} holds {content['profile']!r} runs; expected --profile {profile}.")
+        runs += content.get(key, [])
+    names = [(run.get("variant") or "reference", run["seed"]) for run in runs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise RuntimeError(f"The same run is in more than one of {[str(path) for path in paths]}: "
+                           f"{[f'{variant} seed {seed}' for variant, seed in repeated]}.")
     return sorted(runs, key=lambda run: (run.get("variant", ""), run["seed"]))
 
 
@@ -182,9 +205,11 @@ def seeds_main(lab, argv, description, measure, quantities, summary, poor_detail
     parser.add_argument("--poor-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", type=pathlib.Path, help="the per-seed runs (JSON; needed unless --defer-measure)")
     parser.add_argument("--combine", nargs="+", metavar="JSON",
-                        help="summarize the runs of earlier outputs instead of running seeds")
+                        help="summarize the runs of earlier outputs (--out files, or a calibration file: "
+                             "the runs its profile keeps) instead of running seeds")
     parser.add_argument("--write-calibration", action="store_true",
-                        help=f"also write the profile's entry of autograder/calibration/{lab}.json")
+                        help=f"also write the profile's entry of autograder/calibration/{lab}.json (with fewer "
+                             f"than {calibration.MIN_KNOWN_GOOD_RUNS} reference runs: kept as measured_so_far, the profile stays unmeasured)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads in each grading kernel")
     parser.add_argument("--keep-probes", type=pathlib.Path, metavar="DIR",
                         help="keep each run's probe files in DIR (to measure them again later)")
@@ -198,8 +223,8 @@ def seeds_main(lab, argv, description, measure, quantities, summary, poor_detail
     if not arguments.out and not arguments.defer_measure:
         parser.error("the following arguments are required: --out (where the measured runs go)")
     data_dir = os.environ.get("COURSE_DATA_DIR")
-    runs = combine(arguments.combine) if arguments.combine else []
-    poor_runs = combine(arguments.combine, "poor_runs") if arguments.combine else []
+    runs = combine(arguments.combine, arguments.profile) if arguments.combine else []
+    poor_runs = combine(arguments.combine, arguments.profile, "poor_runs") if arguments.combine else []
 
     def record(variant, seed, probes, seconds):
         if arguments.keep_probes:
@@ -236,10 +261,20 @@ def seeds_main(lab, argv, description, measure, quantities, summary, poor_detail
         seeds = [run["seed"] for run in runs]
         details = {"runs": runs, **({"poor_runs": poor_runs} if poor_runs else {}),
                    **(poor_details(seeds, arguments.profile) if poor_details else {})}
+        path = calibration.calibration_path(lab)
+        if len(runs) < calibration.MIN_KNOWN_GOOD_RUNS:
+            partial = calibration.partial_entry(course_lib.settings(lab, arguments.profile), seeds, details,
+                                                course_lib.describe_device(),
+                                                load_average=round(os.getloadavg()[0], 2))
+            calibration.write_partial(path, lab, f"scripts/calibrate_{lab}.py", description, arguments.profile,
+                                      partial)
+            print(f"{len(runs)} reference run(s) (seeds {seeds}), fewer than the "
+                  f"{calibration.MIN_KNOWN_GOOD_RUNS} a threshold needs: kept in the {arguments.profile} "
+                  f"entry's measured_so_far of {path}; that profile stays unmeasured.")
+            return 0
         entry = calibration.profile_entry(quantities(details), course_lib.settings(lab, arguments.profile), seeds,
                                           details, course_lib.describe_device(),
                                           load_average=round(os.getloadavg()[0], 2))
-        path = calibration.calibration_path(lab)
         calibration.write_profile(path, lab, f"scripts/calibrate_{lab}.py", description, arguments.profile, entry)
         print(f"wrote the {arguments.profile} entry of {path}")
     return 0

@@ -10,6 +10,7 @@ import importlib
 import json
 import pathlib
 import re
+import shutil
 import sys
 
 import numpy as np
@@ -354,6 +355,90 @@ def test_lab1_tenth_of_the_steps_keeps_a_tenth_of_what_each_profile_loads(profil
     assert loaded == (namespace["SETTINGS"]["train_examples"] or 50_000)
     exec(cells[planted], namespace)
     assert len(namespace["x_train"]) == len(namespace["y_train"]) == loaded // 10
+
+
+def _runs_file(path, profile, runs, poor_runs=()):
+    path.write_text(json.dumps({"profile": profile, "runs": list(runs), "poor_runs": list(poor_runs)}))
+    return str(path)
+
+
+@pytest.fixture
+def lab1_in_tmp(tmp_path, monkeypatch):
+    """lab1's calibration file copied into a temporary calibration folder, which the code then uses."""
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    shutil.copy(calibration.calibration_path("lab1"), folder / "lab1.json")
+    monkeypatch.setattr(calibration, "CALIBRATION_DIR", folder)
+    calibration.load.cache_clear()
+    yield folder / "lab1.json"
+    calibration.load.cache_clear()
+
+
+def test_too_few_runs_are_kept_and_the_profile_finished_later(lab1_in_tmp, tmp_path):
+    # Two seeds (a GPU-less session's worth) are kept in the file; the profile stays a
+    # fallback whose checks say how far it got; a third seed, combined with the file, measures it.
+    import calibrate_lab1
+
+    stored = copy.deepcopy(calibration.load("lab1")["profiles"]["fast"]["details"])
+    runs = sorted(stored["runs"], key=lambda run: run["seed"])[:3]
+    first = _runs_file(tmp_path / "first two.json", "full", runs[:2], stored["poor_runs"])
+    assert calibrate_lab1.main(["--profile", "full", "--out", str(tmp_path / "a.json"), "--combine", first,
+                                "--write-calibration"]) == 0
+    full = calibration.load("lab1")["profiles"]["full"]
+    seeds = [run["seed"] for run in runs]
+    assert full["measured"] is False and full["fallback"] == "fast"
+    assert full["measured_so_far"]["seeds"] == seeds[:2] and full["measured_so_far"]["details"]["poor_runs"]
+    thresholds = calibration.thresholds("lab1", "full")
+    assert not thresholds.measured and f"2 of the {calibration.MIN_KNOWN_GOOD_RUNS} reference runs" in thresholds.caveat()
+    assert thresholds == calibration.thresholds("lab1", "fast")
+
+    third = _runs_file(tmp_path / "third.json", "full", runs[2:])
+    assert calibrate_lab1.main(["--profile", "full", "--out", str(tmp_path / "b.json"),
+                                "--combine", str(lab1_in_tmp), third, "--write-calibration"]) == 0
+    full = calibration.load("lab1")["profiles"]["full"]
+    assert full["measured"] is True and full["seeds"] == seeds and "measured_so_far" not in full
+    assert full["quantities"] == calibrate_lab1.quantities(copy.deepcopy(full["details"]))
+    assert calibration.thresholds("lab1", "full").measured
+    # A measured profile is never turned back into a partial one by fewer runs.
+    with pytest.raises(calibration.CalibrationError, match=r"'full' profile is measured \(3 seeds\); refusing"):
+        calibrate_lab1.main(["--profile", "full", "--out", str(tmp_path / "c.json"), "--combine", first,
+                             "--write-calibration"])
+
+
+def test_combining_refuses_a_run_twice_and_runs_of_another_profile(tmp_path):
+    import calibration_common
+
+    runs = [{"seed": 0, "bn_accuracy": 0.5}, {"seed": 1, "bn_accuracy": 0.6}]
+    first = _runs_file(tmp_path / "a.json", "full", runs)
+    again = _runs_file(tmp_path / "b.json", "full", runs[1:])
+    with pytest.raises(RuntimeError, match=r"same run .*\['reference seed 1'\]"):
+        calibration_common.combine([first, again], "full")
+    with pytest.raises(RuntimeError, match=r"a.json holds 'full' runs; expected --profile fast"):
+        calibration_common.combine([first], "fast")
+    poor = _runs_file(tmp_path / "c.json", "full", [], [{"variant": "tenth", "seed": 1}])
+    assert calibration_common.combine([first, poor], "full", "poor_runs") == [{"variant": "tenth", "seed": 1}]
+    with pytest.raises(calibration.CalibrationError, match="has no profile 'huge'"):
+        calibration_common.combine([str(calibration.calibration_path("lab1"))], "huge")
+
+
+def test_a_threshold_needs_three_known_good_runs():
+    with pytest.raises(calibration.CalibrationError, match=r"2 known-good value\(s\) \[5.0, 6.0\]; a threshold needs at least 3"):
+        calibration.quantity("score", "at_least", [5.0, 6.0], "seeds", {"noise": 4.0}, "noise", "midpoint", 4.5)
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda partial: partial.pop("budget"), r"'measured_so_far' has no \['budget'\]"),
+    (lambda partial: partial.update(seeds=[0, 5]), r"lists seeds \[0, 5\] but its runs have seeds \[0, 1\]"),
+    (lambda partial: (partial["details"]["runs"].append({"seed": 2}), partial.update(seeds=[0, 1, 2])),
+     "3 reference runs, enough for thresholds"),
+])
+def test_a_malformed_partial_entry_is_refused(damage, words):
+    partial = calibration.partial_entry({"epochs": 1}, [0, 1], {"runs": [{"seed": 0}, {"seed": 1}]}, "device=CPU")
+    damage(partial)
+    content = {"format": calibration.FORMAT, "profiles": {
+        "fast": _tiny_entry(2.0), "full": {"measured": False, "fallback": "fast", "why": "x", "measured_so_far": partial}}}
+    with pytest.raises(calibration.CalibrationError, match=words):
+        calibration.validate(content)
 
 
 def test_lab4_refuses_thresholds_that_a_known_poor_sample_model_passes(monkeypatch):
