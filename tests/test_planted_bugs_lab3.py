@@ -12,6 +12,9 @@ with words of its message; every other check keeps its points):
 | kl: ops.sum(..., axis=0)                      | wrong axis      | test_kl_sums_over_latent_dims|
 | kl: ops.mean over the latent dimensions       | reduction       | test_kl_sums_over_latent_dims|
 | kl: keepdims=True, shape (batch, 1)           | shape           | test_kl_sums_over_latent_dims|
+| kl: the -1 left out                           | missing term    | test_kl_closed_form          |
+| kl: log_var read as log(sigma)                | wrong formula   | test_kl_closed_form          |
+| kl: the mu^2 term left out                    | missing term    | test_kl_closed_form          |
 | Sampling: int seed stored, Sampling(seed=42)  | seeds (constr.) | test_sampling_fresh_noise    |
 | Sampling: int seed only when one is given     | seeds (constr.) | test_sampling_fresh_noise    |
 | Sampling: exp(log_var) as the std             | factor          | test_sampling_statistics     |
@@ -19,6 +22,8 @@ with words of its message; every other check keeps its points):
 | Sampling: no epsilon (z_mean + sigma)         | missing term    | test_sampling_normal_noise   |
 | Sampling: noise only with training=True       | wrong mode      | test_sampling_normal_noise   |
 | Sampling: stop_gradient on sigma              | stop-gradient   | test_sampling_gradients      |
+| Sampling: exp(-0.5 log_var) as the std        | sign            | test_sampling_statistics     |
+| Sampling: z_mean + sigma + epsilon            | wrong operation | test_sampling_statistics     |
 | encoder: Sampling defined, z = z_mean         | unused layer    | test_model_shapes            |
 | train_step: KL weight 0 (warm-up never set)   | zero term       | test_train_step              |
 | train_step: stop_gradient on the KL           | stop-gradient   | test_train_step              |
@@ -28,8 +33,14 @@ with words of its message; every other check keeps its points):
 | train_step: decodes z_mean instead of z       | wrong input     | test_train_step              |
 | train_step: zero_grad after backward          | wrong order     | test_train_step              |
 | train_step: kl tracker fed the reconstruction | wrong value     | test_train_step              |
+| train_step: loss = reconstruction - KL        | sign            | test_train_step              |
+| train_step: squared error, not cross-entropy  | wrong loss      | test_train_step              |
+| train_step: only the decoder's weights applied| unused weights  | test_train_step              |
+| train_step: no zero_grad() at all             | missing step    | test_train_step              |
+| train_step: KL averaged over latent dims      | reduction       | test_train_step              |
 
-Correct variants (full marks): keras.io's KL, mean x latent_dim, expm1 KL, Sampling without
+Correct variants (full marks): keras.io's KL, mean x latent_dim, expm1 KL, log(exp(log_var))
+in place of log_var, an abs() around the (non-negative) terms, Sampling without
 a SeedGenerator, sqrt(exp(log_var)), torch.randn_like, the solution's Sampling built with
 seed=42, a mean over the batch of (reconstruction + KL), BCE on flattened images x 784, and
 a KL written inline in train_step.
@@ -108,6 +119,27 @@ def kl_keepdims(z_mean, z_log_var):
     return 0.5 * ops.sum(_kl_terms(z_mean, z_log_var), axis=-1, keepdims=True)
 
 
+def kl_no_minus_one(z_mean, z_log_var):
+    return 0.5 * ops.sum(ops.exp(z_log_var) + ops.square(z_mean) - z_log_var, axis=-1)
+
+
+def kl_log_sigma(z_mean, z_log_var):
+    return 0.5 * ops.sum(ops.exp(2.0 * z_log_var) + ops.square(z_mean) - 1.0 - 2.0 * z_log_var, axis=-1)
+
+
+def kl_without_mean(z_mean, z_log_var):
+    return 0.5 * ops.sum(ops.exp(z_log_var) - 1.0 - z_log_var, axis=-1)
+
+
+def kl_log_of_variance(z_mean, z_log_var):
+    variance = ops.exp(z_log_var)
+    return 0.5 * ops.sum(variance + z_mean * z_mean - ops.log(variance) - 1.0, axis=-1)
+
+
+def kl_abs(z_mean, z_log_var):
+    return 0.5 * ops.sum(ops.abs(_kl_terms(z_mean, z_log_var)), axis=-1)
+
+
 def kl_keras_io(z_mean, z_log_var):
     z_mean, z_log_var = ops.convert_to_tensor(z_mean), ops.convert_to_tensor(z_log_var)
     return -0.5 * ops.sum(1 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=1)
@@ -178,6 +210,17 @@ class SamplingOnlyInTraining(Sampling):
 class SamplingDetachedSigma(Sampling):
     def standard_deviation(self, z_log_var):
         return ops.stop_gradient(ops.exp(0.5 * z_log_var))
+
+
+class SamplingNegativeExponent(Sampling):
+    def standard_deviation(self, z_log_var):
+        return ops.exp(-0.5 * z_log_var)
+
+
+class SamplingAddsSigma(Sampling):
+    def call(self, inputs):
+        z_mean, z_log_var = inputs
+        return z_mean + self.standard_deviation(z_log_var) + self.noise(z_mean)
 
 
 class SamplingWithSeed(layers.Layer):
@@ -299,6 +342,35 @@ class VAEKLTrackerGetsReconstruction(StepVAE):
         return super().track(loss, reconstruction_loss, reconstruction_loss)
 
 
+class VAEMinusKL(StepVAE):
+    def total(self, reconstruction_loss, kl_loss):
+        return reconstruction_loss - kl_loss
+
+
+class VAESquaredError(StepVAE):
+    def reconstruction_loss(self, images, reconstructions):
+        return ops.mean(ops.sum(ops.square(images - reconstructions), axis=(1, 2)))
+
+
+class VAEDecoderWeightsOnly(StepVAE):
+    def apply_gradients(self, loss):
+        loss.backward()
+        trainable_weights = list(self.decoder.trainable_weights)
+        gradients = [weight.value.grad for weight in trainable_weights]
+        with torch.no_grad():
+            self.optimizer.apply(gradients, trainable_weights)
+
+
+class VAEWithoutZeroGrad(StepVAE):
+    def zero_grad(self):
+        pass  # as if the student's train_step never called it
+
+
+class VAEKLMeanOverDims(StepVAE):
+    def kl_term(self, z_mean, z_log_var):
+        return ops.mean(0.5 * ops.mean(_kl_terms(z_mean, z_log_var), axis=-1))
+
+
 class VAEMeanOfSum(StepVAE):
     """Correct: one mean over the batch of the per-image (reconstruction + KL)."""
 
@@ -355,6 +427,12 @@ PLANTED_BUGS = {
                           ("averages over the latent dimensions",)),
     "kl keepdims": (_with(kl_divergence=kl_keepdims), KL_PROBES, "test_kl_sums_over_latent_dims",
                     ("(64, 1)",)),
+    "kl without the -1": (_with(kl_divergence=kl_no_minus_one), KL_PROBES, "test_kl_closed_form",
+                          ("0.5 too large", "-1 term is missing")),
+    "kl log_var as log sigma": (_with(kl_divergence=kl_log_sigma), KL_PROBES, "test_kl_closed_form",
+                                ("log(sigma)", "exp(z_log_var)")),
+    "kl without mu^2": (_with(kl_divergence=kl_without_mean), KL_PROBES, "test_kl_closed_form",
+                        ("ignores z_mean", "mu^2")),
     "sampling int seed, built with seed=42": (
         dict(Sampling=SamplingIntSeed, **_encoder_of(functools.partial(SamplingIntSeed, seed=NOTEBOOK_SEED))),
         SAMPLING_PROBES, "test_sampling_fresh_noise", ("Sampling(seed=42)", "same z", "int seed")),
@@ -364,6 +442,10 @@ PLANTED_BUGS = {
         SAMPLING_PROBES, "test_sampling_fresh_noise", ("Sampling(seed=42)", "fresh noise")),
     "sampling variance as std": (_with(Sampling=SamplingVarianceAsStd), SAMPLING_PROBES, "test_sampling_statistics",
                                  ("exp(0.5 * z_log_var)", "variance")),
+    "sampling exp(-0.5 log_var)": (_with(Sampling=SamplingNegativeExponent), SAMPLING_PROBES,
+                                   "test_sampling_statistics", ("variance of z is not exp(z_log_var)",)),
+    "sampling adds sigma": (_with(Sampling=SamplingAddsSigma), SAMPLING_PROBES, "test_sampling_statistics",
+                            ("mean of z", "not z_mean")),
     "sampling uniform noise": (_with(Sampling=SamplingUniform), SAMPLING_PROBES, "test_sampling_normal_noise",
                                ("not normally distributed",)),
     "sampling no epsilon": (_with(Sampling=SamplingNoEpsilon), SAMPLING_PROBES, "test_sampling_normal_noise",
@@ -391,6 +473,15 @@ PLANTED_BUGS = {
                                             ("no gradients", "self.zero_grad()", "before loss.backward()")),
     "train_step kl tracker fed the reconstruction": (_with(VAE=VAEKLTrackerGetsReconstruction), TRAIN_PROBES,
                                                      "test_train_step", ("'kl_loss' logged", "update_state(kl_loss)")),
+    "train_step loss minus KL": (_with(VAE=VAEMinusKL), TRAIN_PROBES, "test_train_step", ("weight -1",)),
+    "train_step squared error": (_with(VAE=VAESquaredError), TRAIN_PROBES, "test_train_step",
+                                 ("squared error", "binary cross-entropy")),
+    "train_step decoder weights only": (_with(VAE=VAEDecoderWeightsOnly), TRAIN_PROBES, "test_train_step",
+                                        ("did not change the encoder's weights", "self.trainable_weights")),
+    "train_step without zero_grad": (_with(VAE=VAEWithoutZeroGrad), TRAIN_PROBES, "test_train_step",
+                                     ("previous step's gradients", "self.zero_grad()")),
+    "train_step KL averaged over latent dims": (_with(VAE=VAEKLMeanOverDims), TRAIN_PROBES, "test_train_step",
+                                                ("weight 0.5", "averaged over the probe's 2 latent dimensions")),
 }
 
 # name -> (namespace changes, probes run)
@@ -398,6 +489,8 @@ CORRECT_VARIANTS = {
     "kl keras.io form": (_with(kl_divergence=kl_keras_io), KL_PROBES + TRAIN_PROBES),
     "kl mean x latent_dim": (_with(kl_divergence=kl_mean_times_dims), KL_PROBES),
     "kl expm1": (_with(kl_divergence=kl_expm1), KL_PROBES),
+    "kl log(exp(log_var))": (_with(kl_divergence=kl_log_of_variance), KL_PROBES),
+    "kl abs of the terms": (_with(kl_divergence=kl_abs), KL_PROBES),
     "sampling without SeedGenerator": (_with(Sampling=SamplingNoSeedGenerator), SAMPLING_PROBES),
     "sampling sqrt(exp)": (_with(Sampling=SamplingSqrtExp), SAMPLING_PROBES),
     "sampling torch.randn_like": (_with(Sampling=SamplingRandnLike), SAMPLING_PROBES),

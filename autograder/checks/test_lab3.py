@@ -56,6 +56,43 @@ def _std_for_variance_kl(z_mean, z_log_var):
     return 0.5 * (np.exp(0.5 * z_log_var) + z_mean**2 - 1.0 - 0.5 * z_log_var)
 
 
+def _log_sigma_kl(z_mean, z_log_var):
+    """z_log_var read as log(sigma): the variance exp(2 * z_log_var), its log 2 * z_log_var."""
+    z_mean = np.asarray(z_mean, dtype=np.float64)
+    z_log_var = np.asarray(z_log_var, dtype=np.float64)
+    return 0.5 * (np.exp(2.0 * z_log_var) + z_mean**2 - 1.0 - 2.0 * z_log_var)
+
+
+# Per-dimension forms of the KL that students write by mistake -> what the message says.
+# Each is tested, like the correct form, on every row (moderate and extreme log-variances).
+KL_MISTAKES = (
+    (lambda mu, log_var: -gaussian_kl_terms(mu, log_var),
+     "kl_divergence has its sign flipped: the KL divergence is never negative. "
+     "Return +0.5 * sum(exp(log_var) + mu^2 - 1 - log_var)."),
+    (_std_for_variance_kl,
+     "kl_divergence uses the standard deviation sigma = exp(0.5 * log_var) where the "
+     "formula needs the variance sigma^2 = exp(log_var) (the slide writes sigma for the "
+     "variance): KL = 0.5 * sum(exp(log_var) + mu^2 - 1 - log_var)."),
+    (lambda mu, log_var: -_std_for_variance_kl(mu, log_var),
+     "kl_divergence uses the standard deviation sigma = exp(0.5 * log_var) where the "
+     "formula needs the variance sigma^2 = exp(log_var), and its sign is flipped: "
+     "KL = 0.5 * sum(exp(log_var) + mu^2 - 1 - log_var) >= 0."),
+    (lambda mu, log_var: 2.0 * gaussian_kl_terms(mu, log_var),
+     "kl_divergence is twice the KL divergence: the factor 0.5 is missing."),
+    (lambda mu, log_var: gaussian_kl_terms(mu, log_var) + 0.5,
+     "kl_divergence is 0.5 too large in every latent dimension: the -1 term is missing "
+     "(at mu = 0, log_var = 0 the posterior equals the prior and the KL must be 0): "
+     "KL = 0.5 * sum(exp(log_var) + mu^2 - 1 - log_var)."),
+    (_log_sigma_kl,
+     "kl_divergence treats z_log_var as log(sigma) (variance exp(2 * z_log_var)): the encoder's "
+     "second output is the log-variance log(sigma^2), so the variance is exp(z_log_var): "
+     "KL = 0.5 * sum(exp(z_log_var) + mu^2 - 1 - z_log_var)."),
+    (lambda mu, log_var: gaussian_kl_terms(np.zeros_like(mu), log_var),
+     "kl_divergence ignores z_mean: the mu^2 term is missing (a posterior away from the prior's "
+     "mean 0 must cost nats): KL = 0.5 * sum(exp(log_var) + mu^2 - 1 - log_var)."),
+)
+
+
 def monte_carlo_kl(z_mean, z_log_var, num_samples=MONTE_CARLO_SAMPLES, seed=MONTE_CARLO_SEED):
     """Monte-Carlo estimate of KL(q || p) = E_q[log q(z) - log p(z)] for each row.
 
@@ -136,32 +173,36 @@ def test_kl_closed_form(probe):
     kl, reduce = _single_dimension_values(probe)
     require_finite(kl, "kl_divergence (log-variances between -30 and 30)")
     expected = reduce(gaussian_kl_terms(z_mean, z_log_var))
-    std_variant = reduce(_std_for_variance_kl(z_mean, z_log_var))
-    if _close(kl, -expected):
-        raise CheckFailure("kl_divergence has its sign flipped: the KL divergence is never negative. "
-                           "Return +0.5 * sum(exp(log_var) + mu^2 - 1 - log_var).")
-    if _close(kl, std_variant) or _close(kl, -std_variant):
-        raise CheckFailure(
-            "kl_divergence uses the standard deviation sigma = exp(0.5 * log_var) where the "
-            "formula needs the variance sigma^2 = exp(log_var) (the slide writes sigma for the "
-            "variance): KL = 0.5 * sum(exp(log_var) + mu^2 - 1 - log_var)."
-        )
-    if _close(kl, 2.0 * expected):
-        raise CheckFailure("kl_divergence is twice the KL divergence: the factor 0.5 is missing.")
+    if _close(kl, expected):
+        return
+    for mistake, message in KL_MISTAKES:
+        if _close(kl, reduce(mistake(z_mean, z_log_var))):
+            raise CheckFailure(message)
     if np.any(kl < -KL_ATOL):
         raise CheckFailure(
             f"kl_divergence returned negative values (min {kl.min():.4g}); the KL divergence is never negative."
         )
-    if not _close(kl, expected):
-        worst = np.unravel_index(np.argmax(np.abs(kl - expected)), kl.shape)
-        if kl.ndim == 2:
-            where = f"For mu={z_mean[worst]:.3g}, log_var={z_log_var[worst]:.3g}"
-        else:
-            where = f"For latent dimension {worst[0]} of a batch"
-        raise CheckFailure(
-            "kl_divergence does not match the closed form 0.5 * sum(exp(log_var) + mu^2 - 1 - log_var). "
-            f"{where}: expected {expected[worst]:.6g}, received {kl[worst]:.6g}."
-        )
+    raise CheckFailure(
+        "kl_divergence does not match the closed form 0.5 * sum(exp(log_var) + mu^2 - 1 - log_var). "
+        f"{_kl_example(probe, kl, expected)}"
+    )
+
+
+def _kl_example(probe, kl, expected):
+    """One input where `kl` is off, as a sentence: the largest relative error, moderate rows first."""
+    z_mean, z_log_var = probe.array("kl", "z_mean"), probe.array("kl", "z_log_var")
+    error = np.abs(kl - expected) / np.maximum(np.abs(expected), 1.0)
+    if kl.ndim == 2:
+        moderate = int(probe.facts("kl").get("moderate_rows", 0))
+        off = error > KL_RTOL
+        rows = slice(0, moderate) if moderate and np.any(off[:moderate]) else slice(None)
+        where = np.unravel_index(np.argmax(error[rows]), error[rows].shape)
+        mu, log_var = z_mean[rows][where], z_log_var[rows][where]
+        return (f"For one latent dimension with mu={mu:.4g}, log_var={log_var:.4g}: expected "
+                f"{expected[rows][where]:.6g}, received {kl[rows][where]:.6g}.")
+    worst = int(np.argmax(error))
+    return (f"For latent dimension {worst} of a batch: expected {expected[worst]:.6g}, "
+            f"received {kl[worst]:.6g}.")
 
 
 @check(points=2, probes=("kl", "origin"))
@@ -377,17 +418,27 @@ def _check_gradients(probe, index, label):
             f"[{grad_mean.min():.3g}, {grad_mean.max():.3g}]. Add z_mean itself, not a detached copy."
         )
     noise_part = (z - z_mean).astype(np.float64)
-    # dz/dlog_var = 0.5 * sigma * epsilon = 0.5 * (z - z_mean) for the correct layer; a
-    # different standard-deviation formula changes the factor (test_sampling_statistics
-    # grades that), but it must stay proportional to the noise that was drawn.
-    factor = float(np.sum(grad_log_var * noise_part) / max(np.sum(noise_part**2), 1e-12))
-    proportional = np.allclose(grad_log_var, factor * noise_part, rtol=GRADIENT_RTOL, atol=GRADIENT_ATOL)
-    if factor <= 0 or not proportional:
-        raise CheckFailure(
-            f"{label}: dz/dz_log_var should be 0.5 * sigma * epsilon = 0.5 * (z - z_mean); received "
-            f"values in [{grad_log_var.min():.3g}, {grad_log_var.max():.3g}]. Was the noise or "
-            "sigma detached from z_log_var (stop_gradient, .detach(), numpy)?"
-        )
+    # dz/dlog_var = 0.5 * sigma * epsilon = 0.5 * (z - z_mean) for the correct layer.
+    if np.allclose(grad_log_var, 0.5 * noise_part, rtol=GRADIENT_RTOL, atol=GRADIENT_ATOL):
+        return
+    detached = np.all(np.abs(grad_log_var) <= GRADIENT_ATOL)
+    if not detached and not _is_sigma_times_normal(noise_part, probe.array("sampling_gradients", "z_log_var")):
+        # Another formula for z (a wrong sigma, noise added instead of multiplied):
+        # test_sampling_statistics names it; the gradients do reach z_log_var.
+        return
+    raise CheckFailure(
+        f"{label}: dz/dz_log_var should be 0.5 * sigma * epsilon = 0.5 * (z - z_mean); received "
+        + ("0 everywhere" if detached else f"values in [{grad_log_var.min():.3g}, {grad_log_var.max():.3g}]")
+        + ". Was the noise or sigma detached from z_log_var (stop_gradient, .detach(), numpy)?"
+    )
+
+
+def _is_sigma_times_normal(noise_part, z_log_var):
+    """Whether z - z_mean, divided by exp(0.5 * z_log_var), has a standard normal's mean and variance."""
+    epsilon = (noise_part / np.exp(0.5 * np.asarray(z_log_var, dtype=np.float64))).ravel()
+    count = epsilon.size
+    return bool(abs(epsilon.mean()) <= STANDARD_ERRORS / math.sqrt(count)
+                and abs(epsilon.var() - 1.0) <= STANDARD_ERRORS * math.sqrt(2.0 / count))
 
 
 @check(points=2, probes=("sampling_gradients", "origin"))
@@ -453,6 +504,34 @@ def _fit(step, basis):
     return float(coefficients[0]), float(coefficients[1]), residual
 
 
+def _fits_mistake(probe, mistake, exactly=False):
+    """Whether the step's update is the gradient of a known wrong reconstruction term + KL.
+
+    With `exactly`, both terms must also have weight 1 (a factor alone would fit otherwise).
+    """
+    step = probe.array("train_step", "step_gradient").astype(np.float64)
+    basis = np.stack([probe.array("train_step", mistake), probe.array("train_step", "grad_kl")], axis=1)
+    a, b, residual = _fit(step, basis.astype(np.float64))
+    if residual > STEP_RESIDUAL:
+        return False
+    return not exactly or (math.isclose(a, 1.0, rel_tol=STEP_FACTOR_RTOL)
+                           and math.isclose(b, 1.0, rel_tol=STEP_FACTOR_RTOL))
+
+
+def _check_every_weight_moved(probe, step):
+    """Fails when one step left the encoder's (or the decoder's) weights as they were."""
+    encoder_size = int(probe.facts("train_step").get("step_encoder_size", 0))
+    gradient = probe.array("train_step", "grad_reconstruction") + probe.array("train_step", "grad_kl")
+    for part, where, name in ((slice(0, encoder_size), "encoder", "self.encoder"),
+                              (slice(encoder_size, None), "decoder", "self.decoder")):
+        if encoder_size and not np.any(step[part]) and np.any(gradient[part]):
+            raise CheckFailure(
+                f"One training step did not change the {where}'s weights (their gradient is not 0): apply the "
+                f"gradients to every trainable weight of the VAE, self.trainable_weights (encoder and decoder), "
+                f"not only to those of {'self.decoder' if where == 'encoder' else 'self.encoder'}."
+            )
+
+
 def _factor_name(factor, batch):
     """What a wrong weight of a loss term usually means."""
     for value, meaning in ((1.0 / PIXELS, "averaged over the 784 pixels"), (float(batch), "summed over the batch"),
@@ -474,13 +553,12 @@ def _check_step_gradient(probe):
     batch = facts.get("step_batch_size", 0)
     a, b, residual = _step_weights(probe)
     if residual > STEP_RESIDUAL:
-        from_mean = np.stack([probe.array("train_step", "grad_reconstruction_from_z_mean"),
-                              probe.array("train_step", "grad_kl")], axis=1).astype(np.float64)
-        if _fit(step.astype(np.float64), from_mean)[2] <= STEP_RESIDUAL:
+        if _fits_mistake(probe, "grad_reconstruction_from_z_mean"):
             raise CheckFailure(
                 "train_step decodes z_mean instead of the sampled z: the reconstruction term must use "
                 "reconstructions = self.decoder(z), with z the encoder's third output."
             )
+        _check_every_weight_moved(probe, step)
         raise CheckFailure(
             "The update of one training step is not the gradient of reconstruction_loss + kl_loss "
             f"(best fit: {a:.3g} x reconstruction + {b:.3g} x KL, {100 * residual:.0f}% unexplained). "
@@ -488,6 +566,13 @@ def _check_step_gradient(probe):
             "loss.backward() once, then self.optimizer.apply."
         )
     if not math.isclose(a, 1.0, rel_tol=STEP_FACTOR_RTOL):
+        if _fits_mistake(probe, "grad_reconstruction_squared_error", exactly=True):
+            raise CheckFailure(
+                "train_step's reconstruction term is the squared error (x - x_hat)^2: the decoder outputs "
+                "pixel probabilities (a Bernoulli likelihood), whose negative log-likelihood is the binary "
+                "cross-entropy: keras.losses.binary_crossentropy(images, reconstructions), summed over the "
+                "pixels of each image, then averaged over the batch."
+            )
         meaning = _factor_name(a, batch)
         if meaning == "averaged over the 784 pixels":
             raise CheckFailure(
@@ -515,11 +600,39 @@ def _check_step_gradient(probe):
         )
     if not math.isclose(b, 1.0, rel_tol=STEP_FACTOR_RTOL):
         meaning = _factor_name(b, batch)
+        latent_dim = facts.get("step_latent_dim")
+        if latent_dim and math.isclose(b, 1.0 / latent_dim, rel_tol=STEP_FACTOR_RTOL):
+            meaning = (f"{meaning}, or " if meaning else "") + (
+                f"averaged over the probe's {latent_dim} latent dimensions instead of summed")
         raise CheckFailure(
             f"The KL term enters train_step's loss with weight {b:.3g}" + (f" ({meaning})" if meaning else "")
             + ", not 1: loss = reconstruction_loss + kl_loss, with kl_loss = ops.mean(kl_divergence(z_mean, "
             "z_log_var)), the mean over the batch of the per-example KL."
         )
+    _check_second_step(probe)
+
+
+def _check_second_step(probe):
+    """The next step's update is the gradient at the new weights alone (gradients are cleared)."""
+    second = probe.array("train_step", "second_step_gradient").astype(np.float64)
+    gradient = (probe.array("train_step", "second_grad_reconstruction")
+                + probe.array("train_step", "second_grad_kl")).astype(np.float64)
+    scale = max(np.linalg.norm(gradient), 1e-30)
+    if np.linalg.norm(second - gradient) / scale <= STEP_RESIDUAL:
+        return
+    previous = (probe.array("train_step", "grad_reconstruction") + probe.array("train_step", "grad_kl")).astype(np.float64)
+    if np.linalg.norm(second - gradient - previous) / scale <= STEP_RESIDUAL:
+        raise CheckFailure(
+            "train_step adds the previous step's gradients to this step's (the second of two steps moved the "
+            "weights by the sum of both gradients): with the torch backend, a custom train_step must clear "
+            "them itself; call self.zero_grad() at its start, before the forward pass."
+        )
+    raise CheckFailure(
+        "The first training step used the gradient of reconstruction_loss + kl_loss, but the second did not "
+        f"(its update is {np.linalg.norm(second) / scale:.3g} x as long as the gradient at the new weights, "
+        f"{100 * np.linalg.norm(second - gradient) / scale:.0f}% off): every step must compute its loss on "
+        "the current weights, clear the old gradients (self.zero_grad()) and apply the new ones once."
+    )
 
 
 def _check_step_logs(probe):

@@ -340,8 +340,9 @@ def _reference_step_gradients(encoder, decoder, images, weights):
 
     Returns:
         ({term: flat float32 gradient}, {term: value}) for "reconstruction" (summed
-        binary cross-entropy, averaged over the batch), "kl" (mean KL) and
-        "reconstruction_from_z_mean" (the same loss, decoding z_mean instead of z).
+        binary cross-entropy, averaged over the batch), "kl" (mean KL), and two known
+        mistakes: "reconstruction_from_z_mean" (the same loss, decoding z_mean instead of z)
+        and "reconstruction_squared_error" (summed squared error instead of cross-entropy).
     """
     import keras
     import numpy as np
@@ -356,6 +357,9 @@ def _reference_step_gradients(encoder, decoder, images, weights):
         "reconstruction": summed_cross_entropy(decoder(z, training=True)),
         "kl": ops.mean(_reference_kl(z_mean, z_log_var)),
         "reconstruction_from_z_mean": summed_cross_entropy(decoder(z_mean, training=True)),
+        # A known mistake: the squared error (a Gaussian decoder's) in place of the cross-entropy.
+        "reconstruction_squared_error": ops.mean(ops.sum(ops.square(ops.convert_to_tensor(images) - decoder(z, training=True)),
+                                                         axis=(1, 2, 3))),
     }
     parameters = [weight.value for weight in weights]
     gradients = {}
@@ -394,7 +398,12 @@ def _logged(history):
 
 
 def _one_step(namespace, vae_class, images, rng):
-    """One `fit` step of plain SGD on one batch with fixed noise: the update is -rate * gradient."""
+    """Two `fit` steps of plain SGD on one batch with fixed noise: each update is -rate * gradient.
+
+    Returns the first step's update and the gradients of each term where it started, and the
+    same for the second step (`second_*`): a train_step that never calls zero_grad() adds the
+    first step's gradient to the second's.
+    """
     import keras
     import numpy as np
 
@@ -405,10 +414,17 @@ def _one_step(namespace, vae_class, images, rng):
     model = vae_class(encoder, decoder)
     model.compile(optimizer=keras.optimizers.SGD(TRAIN_STEP_SGD_RATE))
     before = [np.array(to_numpy(weight), dtype="float64") for weight in weights]
+    after_each_step = []
+
+    class _AfterEachStep(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            after_each_step.append([np.array(to_numpy(weight), dtype="float64") for weight in weights])
+
+    # Two steps on the same batch: the second shows whether gradients are cleared between steps.
     try:
-        history = _with_reference_kl(
-            namespace, lambda: model.fit(images, epochs=1, batch_size=len(images), shuffle=False, verbose=0)
-        )
+        history = _with_reference_kl(namespace, lambda: model.fit(
+            images, epochs=2, batch_size=len(images), shuffle=False, verbose=0, callbacks=[_AfterEachStep()]
+        ))
     except ValueError as error:
         if "no gradients" not in str(error).lower():
             raise
@@ -417,12 +433,23 @@ def _one_step(namespace, vae_class, images, rng):
             "loss, call loss.backward(), and only then read weight.value.grad for self.optimizer.apply "
             "(a zero_grad() after loss.backward() erases the gradients; call it before loss.backward())."
         ) from None
-    after = [np.array(to_numpy(weight), dtype="float64") for weight in weights]
-    update = np.concatenate([(old - new).ravel() for old, new in zip(before, after)]) / TRAIN_STEP_SGD_RATE
+    first, second = after_each_step[:2]
+
+    def update(start, end):
+        return (np.concatenate([(old - new).ravel() for old, new in zip(start, end)]) / TRAIN_STEP_SGD_RATE
+                ).astype("float32")
+
+    for weight, value in zip(weights, first):  # the gradients where the second step started
+        weight.assign(value.astype("float32"))
+    second_gradients, _ = _reference_step_gradients(encoder, decoder, images, weights)
     result = {f"grad_{name}": gradient for name, gradient in gradients.items()}
+    result.update({f"second_grad_{name}": second_gradients[name] for name in ("reconstruction", "kl")})
     result.update({f"reference_{name}": value for name, value in values.items()})
-    result.update({"step_gradient": update.astype("float32"), "step_history": _logged(history),
-                   "step_batch_size": len(images)})
+    result.update({"step_gradient": update(before, first), "second_step_gradient": update(first, second),
+                   "step_history": _logged(history), "step_batch_size": len(images),
+                   # The flat vectors hold the encoder's weights first, then the decoder's.
+                   "step_latent_dim": TRAIN_STEP_LATENT_DIM,
+                   "step_encoder_size": int(sum(np.prod(weight.shape) for weight in encoder.trainable_weights))})
     return result
 
 
