@@ -16,6 +16,11 @@ the check named (every other check keeps its points), with words of its message:
 | loss: one variance per image, not per batch           | reduction     | test_reconstruction_loss_formula           |
 | loss: no variance floor (log 0 for a perfect image)   | missing term  | test_reconstruction_loss_formula           |
 | loss: Bernoulli cross-entropy                         | wrong formula | test_reconstruction_loss_formula           |
+| loss: 0.5 * log(variance), the 2 pi left out          | missing term  | test_reconstruction_loss_formula           |
+| loss: log(2 pi variance) without its 0.5              | factor        | test_reconstruction_loss_formula           |
+| loss: variance fixed at 1                             | missing term  | test_reconstruction_loss_formula           |
+| loss: one variance per pixel (mean over axis 0)       | wrong axis    | test_reconstruction_loss_formula           |
+| loss: a Laplace likelihood (absolute error)           | wrong formula | test_reconstruction_loss_formula           |
 | decoder: relu output                                  | wrong layer   | test_decoder_output_shape_and_range        |
 | decoder: no output activation                         | missing layer | test_decoder_output_shape_and_range        |
 | decoder: keras.Input(shape=(LATENT_DIM,))             | shape         | test_decoder_output_shape_and_range        |
@@ -23,11 +28,15 @@ the check named (every other check keeps its points), with words of its message:
 | decoder: UpSampling2D + Conv2D                        | wrong layer   | test_decoder_uses_transposed_convolutions  |
 | decoder: Conv2DTranspose with strides 1 only          | wrong stride  | test_decoder_uses_transposed_convolutions  |
 | encoder: outputs [z_mean, z_log_var] only             | shape         | test_encoder_outputs                       |
+| decoder: tanh output                                  | wrong layer   | test_decoder_output_shape_and_range        |
+| decoder: 1 output channel                             | shape         | test_decoder_output_shape_and_range        |
+| decoder: Dense layers only                            | wrong layer   | test_decoder_uses_transposed_convolutions  |
 
 Correct variants (full marks): the solution, no stop_gradient on the variance (the same value
 and, at the batch's ML variance, the same gradient), a flattened loss, the closed form
-sum/(2 var) + D/2 log(2 pi var), log(2 pi) + log(var) split, a decoder of other widths with
-4x4 kernels, and one ending with a separate sigmoid Activation layer.
+sum/(2 var) + D/2 log(2 pi var), log(2 pi) + log(var) split, the floor inside the
+stop_gradient, (x_hat - x) ** 2, a decoder of other widths with 4x4 kernels, one ending with a
+separate sigmoid Activation layer, one ending with a Conv2D, and one with batch normalization.
 
 The trained-model checks read the probes of the correct stand-in model (test_lab4_checks.py:
 nothing trains here): a bug in a definition costs the model checks points only through
@@ -134,6 +143,46 @@ def loss_split_log(images, reconstructions):
     return ops.sum(per_value, axis=(1, 2, 3))
 
 
+def loss_no_two_pi(images, reconstructions):
+    squared_error = ops.square(images - reconstructions)
+    variance = ops.maximum(ops.stop_gradient(ops.mean(squared_error)), MIN_PIXEL_VARIANCE)
+    return ops.sum(0.5 * squared_error / variance + 0.5 * ops.log(variance), axis=(1, 2, 3))
+
+
+def loss_log_without_half(images, reconstructions):
+    squared_error = ops.square(images - reconstructions)
+    variance = ops.maximum(ops.stop_gradient(ops.mean(squared_error)), MIN_PIXEL_VARIANCE)
+    return ops.sum(0.5 * squared_error / variance + ops.log(2.0 * np.pi * variance), axis=(1, 2, 3))
+
+
+def loss_variance_one(images, reconstructions):
+    return ops.sum(0.5 * ops.square(images - reconstructions) + 0.5 * np.log(2.0 * np.pi), axis=(1, 2, 3))
+
+
+def loss_variance_per_pixel(images, reconstructions):
+    squared_error = ops.square(images - reconstructions)
+    variance = ops.maximum(ops.stop_gradient(ops.mean(squared_error, axis=0, keepdims=True)), MIN_PIXEL_VARIANCE)
+    return ops.sum(0.5 * squared_error / variance + 0.5 * ops.log(2.0 * np.pi * variance), axis=(1, 2, 3))
+
+
+def loss_laplace(images, reconstructions):
+    absolute_error = ops.abs(images - reconstructions)
+    scale = ops.maximum(ops.stop_gradient(ops.mean(absolute_error)), MIN_PIXEL_VARIANCE)
+    return ops.sum(absolute_error / scale + ops.log(2.0 * scale), axis=(1, 2, 3))
+
+
+def loss_floor_inside_stop_gradient(images, reconstructions):
+    squared_error = ops.square(images - reconstructions)
+    variance = ops.stop_gradient(ops.maximum(ops.mean(squared_error), MIN_PIXEL_VARIANCE))
+    return ops.sum(0.5 * squared_error / variance + 0.5 * ops.log(2.0 * np.pi * variance), axis=(1, 2, 3))
+
+
+def loss_reversed_difference(images, reconstructions):
+    squared_error = (reconstructions - images) ** 2
+    variance = ops.maximum(ops.stop_gradient(ops.mean(squared_error)), MIN_PIXEL_VARIANCE)
+    return ops.sum(squared_error / (2.0 * variance) + 0.5 * ops.log(2.0 * np.pi * variance), axis=(1, 2, 3))
+
+
 # ------------------------------------------------------------------ build_cifar_decoder
 
 
@@ -190,6 +239,42 @@ def decoder_separate_sigmoid(latent_dim):
     return _decoder(latent_dim, separate_sigmoid=True)
 
 
+def decoder_tanh(latent_dim):
+    return _decoder(latent_dim, activation="tanh")
+
+
+def decoder_one_channel(latent_dim):
+    codes = keras.Input(shape=(latent_dim,))
+    features = layers.Reshape((4, 4, 64))(layers.Dense(4 * 4 * 64, activation="relu")(codes))
+    for width in (64, 32, 16):
+        features = layers.Conv2DTranspose(width, 3, strides=2, padding="same", activation="relu")(features)
+    return keras.Model(codes, layers.Conv2DTranspose(1, 3, padding="same", activation="sigmoid")(features))
+
+
+def decoder_dense_only(latent_dim):
+    codes = keras.Input(shape=(latent_dim,))
+    hidden = layers.Dense(256, activation="relu")(codes)
+    pixels = layers.Dense(32 * 32 * 3, activation="sigmoid")(hidden)
+    return keras.Model(codes, layers.Reshape((32, 32, 3))(pixels))
+
+
+def decoder_conv2d_last(latent_dim):
+    codes = keras.Input(shape=(latent_dim,))
+    features = layers.Reshape((4, 4, 64))(layers.Dense(4 * 4 * 64, activation="relu")(codes))
+    for width in (64, 32, 16):
+        features = layers.Conv2DTranspose(width, 3, strides=2, padding="same", activation="relu")(features)
+    return keras.Model(codes, layers.Conv2D(3, 3, padding="same", activation="sigmoid")(features))
+
+
+def decoder_batch_norm(latent_dim):
+    codes = keras.Input(shape=(latent_dim,))
+    features = layers.Reshape((4, 4, 64))(layers.Dense(4 * 4 * 64, activation="relu")(codes))
+    for width in (64, 32, 16):
+        features = layers.Conv2DTranspose(width, 3, strides=2, padding="same")(features)
+        features = layers.ReLU()(layers.BatchNormalization()(features))
+    return keras.Model(codes, layers.Conv2DTranspose(3, 3, padding="same", activation="sigmoid")(features))
+
+
 def solution_decoder(latent_dim):
     return _decoder(latent_dim)
 
@@ -220,6 +305,18 @@ PLANTED_BUGS = {
     "loss no variance floor": ({"reconstruction_loss": loss_no_floor}, LOSS, FORMULA,
                                ("not finite", "MIN_PIXEL_VARIANCE")),
     "loss Bernoulli": ({"reconstruction_loss": bernoulli_loss}, LOSS, FORMULA, ("Gaussian negative",)),
+    "loss without 2 pi": ({"reconstruction_loss": loss_no_two_pi}, LOSS, FORMULA, ("2 pi is missing",)),
+    "loss log term without 0.5": ({"reconstruction_loss": loss_log_without_half}, LOSS, FORMULA,
+                                  ("without its factor 0.5",)),
+    "loss variance fixed at 1": ({"reconstruction_loss": loss_variance_one}, LOSS, FORMULA,
+                                 ("fixed at 1 instead of fitted",)),
+    "loss variance per pixel": ({"reconstruction_loss": loss_variance_per_pixel}, LOSS, FORMULA,
+                                ("per pixel over the batch (axis 0)", "one variance for all pixels")),
+    "loss Laplace": ({"reconstruction_loss": loss_laplace}, LOSS, FORMULA, ("does not match the Gaussian",)),
+    "decoder tanh output": ({"build_cifar_decoder": decoder_tanh}, DECODER, RANGE, ("[0, 1]", "sigmoid")),
+    "decoder one channel": ({"build_cifar_decoder": decoder_one_channel}, DECODER, RANGE,
+                            ("wrong shape", "(16, 32, 32, 1)")),
+    "decoder Dense only": ({"build_cifar_decoder": decoder_dense_only}, DECODER, TRANSPOSED, ("no Conv2DTranspose",)),
     "decoder relu output": ({"build_cifar_decoder": decoder_relu}, DECODER, RANGE, ("[0, 1]", "sigmoid")),
     "decoder linear output": ({"build_cifar_decoder": decoder_linear}, DECODER, RANGE, ("[0, 1]",)),
     "decoder fixed latent dim": ({"build_cifar_decoder": decoder_fixed_latent_dim}, DECODER, RANGE,
@@ -237,7 +334,11 @@ CORRECT_VARIANTS = {
     "loss flattened": ({"reconstruction_loss": loss_flattened}, LOSS),
     "loss closed form": ({"reconstruction_loss": loss_closed_form}, LOSS),
     "loss log split": ({"reconstruction_loss": loss_split_log}, LOSS),
+    "loss floor inside stop_gradient": ({"reconstruction_loss": loss_floor_inside_stop_gradient}, LOSS),
+    "loss (x_hat - x) ** 2": ({"reconstruction_loss": loss_reversed_difference}, LOSS),
     "decoder solution": ({"build_cifar_decoder": solution_decoder}, DECODER),
+    "decoder ending with a Conv2D": ({"build_cifar_decoder": decoder_conv2d_last}, DECODER),
+    "decoder with batch normalization": ({"build_cifar_decoder": decoder_batch_norm}, DECODER),
     "decoder wider, 4x4 kernels": ({"build_cifar_decoder": decoder_wide}, DECODER),
     "decoder separate sigmoid": ({"build_cifar_decoder": decoder_separate_sigmoid}, DECODER),
 }

@@ -57,22 +57,48 @@ def reference_reconstruction_loss(images, reconstructions):
     return quadratic + normalizer
 
 
-# Mistakes in the formula the formula check names: (quadratic, normalizer) -> value.
+def _per_pixel_variance_loss(images, reconstructions):
+    """The NLL with one variance per pixel and channel, fitted over the batch (axis 0)."""
+    squared_error = (np.asarray(images, np.float64) - np.asarray(reconstructions, np.float64)) ** 2
+    variance = np.maximum(squared_error.mean(axis=0, keepdims=True), MIN_PIXEL_VARIANCE)
+    per_value = 0.5 * squared_error / variance + 0.5 * np.log(2.0 * math.pi * variance)
+    return per_value.reshape(len(per_value), -1).sum(axis=1)
+
+
+# Mistakes in the formula the formula check names: what it says -> the per-image values, from
+# the reference's parts (quadratic, normalizer, variance, number of values) and the arrays.
 FORMULA_MISTAKES = {
     "the log term has the wrong sign: add + 0.5 * log(2 pi variance), do not subtract it":
-        lambda quadratic, normalizer: quadratic - normalizer,
+        lambda part, images, reconstructions: part["quadratic"] - part["normalizer"],
     "the factor 0.5 of the squared-error term is missing: 0.5 * (x - x_hat)^2 / variance":
-        lambda quadratic, normalizer: 2.0 * quadratic + normalizer,
+        lambda part, images, reconstructions: 2.0 * part["quadratic"] + part["normalizer"],
     "the 0.5 * log(2 pi variance) term is missing":
-        lambda quadratic, normalizer: quadratic,
+        lambda part, images, reconstructions: part["quadratic"],
+    "the log term is log(2 pi variance) without its factor 0.5: 0.5 * log(2 pi variance)":
+        lambda part, images, reconstructions: part["quadratic"] + 2.0 * part["normalizer"],
+    "the 2 pi is missing from the log term: 0.5 * log(2 pi variance), not 0.5 * log(variance)":
+        lambda part, images, reconstructions: part["quadratic"] + part["normalizer"]
+        - 0.5 * part["num_values"] * math.log(2.0 * math.pi),
+    "the variance is fixed at 1 instead of fitted: variance = max(mean squared error over the batch, "
+    "MIN_PIXEL_VARIANCE)":
+        lambda part, images, reconstructions: part["quadratic"] * part["variance"]
+        + 0.5 * part["num_values"] * math.log(2.0 * math.pi),
+    "the variance is fitted per pixel over the batch (axis 0) instead of once: the notebook's model has one "
+    "variance for all pixels, the mean squared error over the whole batch (ops.mean without an axis)":
+        lambda part, images, reconstructions: _per_pixel_variance_loss(images, reconstructions),
 }
 
 
 def _formula_mistake(images, reconstructions, noisy):
     """The name of a known formula mistake that explains the per-image values `noisy`, or None."""
-    parts = _gaussian_nll_parts(images, reconstructions)
+    quadratic, normalizer = _gaussian_nll_parts(images, reconstructions)
+    squared_error = (np.asarray(images, np.float64) - np.asarray(reconstructions, np.float64)) ** 2
+    part = {"quadratic": quadratic, "normalizer": normalizer,
+            "variance": max(float(squared_error.mean()), MIN_PIXEL_VARIANCE),
+            "num_values": int(np.prod(squared_error.shape[1:]))}
     for name, variant in FORMULA_MISTAKES.items():
-        if noisy.size == parts[0].size and any(_close(noisy, scale * variant(*parts)) for scale in REDUCTION_SCALES):
+        values = variant(part, images, reconstructions)
+        if noisy.size == quadratic.size and any(_close(noisy, scale * values) for scale in REDUCTION_SCALES):
             return name
     return None
 
