@@ -40,6 +40,27 @@ class BatchStatisticsOnly(layers.BatchNormalization):
         return super().call(inputs, training=True, mask=mask)
 
 
+class BatchNormOnTheHeight(layers.BatchNormalization):
+    """A wrong BN, as written by a student who read "axis=1" in a channels-first example."""
+
+    def __init__(self, momentum=0.99, **kwargs):
+        super().__init__(axis=1, momentum=momentum, **kwargs)
+
+
+class LayerNormInstead(layers.LayerNormalization):
+    """A wrong normalization: layer normalization where the lab asks for batch normalization."""
+
+    def __init__(self, momentum=None, **kwargs):
+        super().__init__(**kwargs)
+
+
+class BatchNormWithoutAffine(layers.BatchNormalization):
+    """Correct: BN without its learned gamma/beta still normalizes with batch and moving statistics."""
+
+    def __init__(self, momentum=0.99, **kwargs):
+        super().__init__(momentum=momentum, center=False, scale=False, **kwargs)
+
+
 NOTEBOOK_MOMENTUM = 0.9
 CORRECT = {
     "order": "conv_bn_relu",  # also: bn_after_relu, conv_relu_bn, bn_before_conv
@@ -277,6 +298,11 @@ PLANTED_BUGS = [
     ("batch_statistics_at_inference", {"norm_class": BatchStatisticsOnly},
      {BEHAVIOUR: ["depends on the other images", "moving mean and variance"]}),
     ("frozen_batch_norm", {"frozen_norm": True}, {BEHAVIOUR: ["did not update their moving mean/variance", "trainable=False"]}),
+    ("bn_on_the_height_axis", {"norm_class": BatchNormOnTheHeight},
+     {PLACEMENT: ["normalizes axis 1 (the height)", "channels", "axis 3", "axis=-1"]}),
+    ("layer_norm_instead", {"norm_class": LayerNormInstead},
+     {PLACEMENT: ["normalizes with LayerNormInstead, not BatchNormalization"],
+      BEHAVIOUR: ["normalizes with LayerNormInstead", "cannot be tested"]}),
     ("logits_output", {"softmax": False}, {OUTPUT: ["not class probabilities", "softmax"]}),
     ("nine_classes", {"num_classes": 9}, {OUTPUT: ["(None, 10)", "(16, 9)"]}),
     ("keras_default_momentum", {"momentum": 0.99, "bn_model": "momentum_0.99", "accuracy_bn": MOMENTUM_099_ACCURACY,
@@ -303,6 +329,7 @@ CORRECT_VARIANTS = [
     ("activation_layer", {"relu": layers.Activation}),
     ("nested_block_models", {"nested_blocks": True}),
     ("bn_in_the_dense_head_too", {"head_norm": True}),
+    ("bn_without_gamma_and_beta", {"norm_class": BatchNormWithoutAffine}),
     ("bn_ahead_by_just_over_the_margin", {"accuracy_plain": FAST["min_bn_accuracy"] + 0.1 - FAST["min_bn_minus_plain"] - 0.01}),
 ]
 

@@ -18,8 +18,15 @@ MOMENTUM_TOLERANCE = 1e-6
 
 
 
-def _no_batch_norm_message(references):
-    """Why a fresh model has no BN layer: none created, or created but left out of the graph."""
+def _no_batch_norm_message(references, records=()):
+    """Why a fresh model has no BN layer: another normalization, none created, or created but unused."""
+    others = sorted({record["class"] for record in records if record["kind"] == "other_normalization"})
+    if others:
+        return (
+            f"build_cnn_with_batch_norm() normalizes with {', '.join(others)}, not BatchNormalization: this lab "
+            "is about batch normalization (statistics over the batch, moving averages for inference). Use "
+            "layers.BatchNormalization(momentum=momentum) after each Conv2D, before its activation."
+        )
     if BATCH_NORM_CLASS in references:
         return (
             "build_cnn_with_batch_norm() creates BatchNormalization layers, but the model it "
@@ -83,9 +90,10 @@ def test_batch_norm_placement(probe):
     if not convs:
         raise CheckFailure("build_cnn_with_batch_norm() builds no Conv2D layer: it should be a CNN.")
     if not norms:
-        raise CheckFailure(_no_batch_norm_message(facts["references"]))
+        raise CheckFailure(_no_batch_norm_message(facts["references"], records))
     for norm in norms:
         parents = [by_name[name] for name in norm["parents"] if name in by_name]
+        _check_normalized_axis(norm, parents)
         after_activation = [parent for parent in parents if _applies_activation(parent)]
         if after_activation:
             raise CheckFailure(
@@ -111,15 +119,33 @@ def test_batch_norm_placement(probe):
             )
 
 
+def _check_normalized_axis(norm, parents):
+    """A BN right after a Conv2D normalizes that convolution's channels (one mean/variance per filter)."""
+    for parent in parents:
+        if parent["kind"] != "conv" or "channel_axis" not in parent or "axis" not in norm:
+            continue
+        if norm["axis"] != [parent["channel_axis"]]:
+            channels_last = parent["channel_axis"] == 3
+            names = ({0: "the batch", 1: "the height", 2: "the width", 3: "the channels"} if channels_last
+                     else {0: "the batch", 1: "the channels", 2: "the height", 3: "the width"})
+            normalized = ", ".join(f"{axis} ({names.get(axis, '?')})" for axis in norm["axis"])
+            fix = ("keep the default axis=-1 for channels-last convolutions" if channels_last
+                   else "use axis=1 for channels-first convolutions")
+            raise CheckFailure(
+                f"BatchNormalization {_describe(norm)} normalizes axis {normalized}, but the channels of "
+                f"{_describe(parent)} are axis {parent['channel_axis']}: batch normalization keeps one mean and "
+                f"variance per channel (filter); {fix}."
+            )
+
+
 @check(points=2, probes=("behaviour", "structure"))
 def test_batch_norm_behaviour(probe):
     """Batch statistics and moving-average updates in training; moving statistics at inference."""
     facts = probe.facts("behaviour")
     if facts["batch_norm_layers"] == 0:
-        structure = _optional_facts(probe, "structure")
-        references = structure["references"] if structure else []
+        structure = _optional_facts(probe, "structure") or {}
         raise CheckFailure(
-            _no_batch_norm_message(references)
+            _no_batch_norm_message(structure.get("references", []), structure.get("layers", []))
             + " Without one, the training/inference behaviour of batch normalization cannot be tested."
         )
     if facts["inference_batch_gap"] > INFERENCE_TOLERANCE or facts["inference_repeat_gap"] > INFERENCE_TOLERANCE:

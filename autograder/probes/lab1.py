@@ -22,11 +22,18 @@ DEFINITION_ITEMS = ("structure", "behaviour", "output")
 PROBE_WITHHELD_MODULES = ("course_lib.cnn",)
 
 
+def OTHER_NORMALIZATIONS(keras):  # noqa: N802  (a constant that needs keras imported)
+    """The normalization layers that are not batch normalization (students swap them in)."""
+    return (keras.layers.LayerNormalization, keras.layers.GroupNormalization, keras.layers.UnitNormalization)
+
+
 def _layer_kind(layer):
     import keras
 
     if isinstance(layer, keras.layers.BatchNormalization):
         return "batch_norm"
+    if isinstance(layer, OTHER_NORMALIZATIONS(keras)):
+        return "other_normalization"
     if type(layer).__name__.endswith("Conv2D") or isinstance(layer, keras.layers.Conv2D):
         return "conv"
     if type(layer).__name__ in ACTIVATION_CLASSES:
@@ -46,6 +53,25 @@ def _activation_name(layer):
     if isinstance(activation, dict):
         activation = activation.get("config", {}).get("name") or activation.get("class_name")
     return activation if isinstance(activation, str) or activation is None else str(activation)
+
+
+def _axes(layer):
+    """Which axis a BatchNormalization normalizes, or a Conv2D holds its channels in ({} if unknown).
+
+    Both as a non-negative index into the layer's 4-D input (batch, ., ., .).
+    """
+    kind = _layer_kind(layer)
+    if kind == "conv":
+        data_format = getattr(layer, "data_format", None)
+        return {"channel_axis": 1 if data_format == "channels_first" else 3} if data_format else {}
+    if kind != "batch_norm":
+        return {}
+    try:
+        rank = len(layer.input.shape)
+        axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+        return {"axis": sorted(int(axis) % rank for axis in axes), "input_rank": rank}
+    except Exception:  # never called symbolically: the axis cannot be placed
+        return {}
 
 
 def _is_container(layer):
@@ -95,6 +121,7 @@ def _walk(model, input_parents, records):
                     "kind": _layer_kind(layer),
                     "activation": _activation_name(layer),
                     "parents": list(parents),
+                    **_axes(layer),
                 }
             )
             produced[layer.name] = [layer.name]
