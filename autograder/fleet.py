@@ -505,7 +505,9 @@ def grade_fleet(submissions, out_dir, address=None, cpus_per_job=1, gpus_per_job
     out_dir.mkdir(parents=True, exist_ok=True)
     recover_interrupted(out_dir, progress)
     resume = options.get("resume", False)
-    options.setdefault("kernel_threads", max(1, int(cpus_per_job)))
+    # A CPU job trains with the thread count the thresholds were measured with (grade.CPU_KERNEL_THREADS),
+    # so that its grade matches a local one; a GPU job uses the CPUs it asked for.
+    options.setdefault("kernel_threads", max(1, int(cpus_per_job)) if gpus_per_job else grade.CPU_KERNEL_THREADS)
     job_options = _job_options(options, remote=address is not None)
     version = grade.course_version()
     names = grade._unique_names(submissions)

@@ -339,16 +339,44 @@ def _kernel_environment(profile, data_dir, kernel_threads, work_dir):
     return environment
 
 
-def kernel_threads_for(workers):
-    """CPU threads per kernel when `workers` kernels share this machine's cores.
+# On a CPU, what a notebook trains depends on its kernel's thread count (the order of the
+# float reductions changes the numbers, and SGD amplifies the difference), and the thresholds
+# were measured with one thread per kernel. A grade must not depend on how many workers the
+# grader ran. Measured on lab1's solution (seed 42, fast, this 2-core CPU, 2026-12-03): BN
+# 42.2% / plain 34.4% with one thread (twice, identical), 35.6% / 34.0% with two (BN ahead by
+# 1.6 points, below the 4.1-point threshold: 9/11 for the reference solution graded alone).
+CPU_KERNEL_THREADS = 1
 
-    None (torch's own choice) for one worker or when OMP_NUM_THREADS is set already;
-    otherwise the cores divided among the workers, so that parallel kernels do not
-    oversubscribe the CPU (two 2-thread kernels on 2 cores run slower than two 1-thread ones).
+
+def kernel_threads_for(workers, gpu=None):
+    """CPU threads per grading kernel when `workers` kernels share this machine.
+
+    None (the user's own OMP_NUM_THREADS, which is passed on) when OMP_NUM_THREADS is set.
+    Without a GPU: CPU_KERNEL_THREADS, whatever the number of workers, so that a submission
+    gets the same grade alone or in a class. With a GPU (training runs there): the cores
+    divided among the workers (None for one worker: torch's own choice).
+
+    Args:
+        workers: grading kernels run at the same time.
+        gpu: whether kernels train on a GPU (default: whether torch sees one).
     """
-    if workers <= 1 or "OMP_NUM_THREADS" in os.environ:
+    if "OMP_NUM_THREADS" in os.environ:
+        return None
+    if gpu is None:
+        gpu = _torch_sees_a_gpu()
+    if not gpu:
+        return CPU_KERNEL_THREADS
+    if workers <= 1:
         return None
     return max(1, (os.cpu_count() or 1) // workers)
+
+
+def _torch_sees_a_gpu():
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
 
 
 def _calibration_entry(lab_name, profile):

@@ -3,12 +3,21 @@
 from autograder import grade
 
 
-def test_parallel_kernels_share_the_cores(monkeypatch):
+def test_parallel_kernels_share_the_cores_of_a_gpu_runner(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(grade.os, "cpu_count", lambda: 8)
-    assert grade.kernel_threads_for(1) is None
-    assert grade.kernel_threads_for(2) == 4
-    assert grade.kernel_threads_for(16) == 1
+    assert grade.kernel_threads_for(1, gpu=True) is None
+    assert grade.kernel_threads_for(2, gpu=True) == 4
+    assert grade.kernel_threads_for(16, gpu=True) == 1
+
+
+def test_on_a_cpu_a_kernel_has_the_same_threads_alone_or_in_a_class(monkeypatch):
+    # Its thread count changes what a CPU kernel trains: a grade must not depend on --workers.
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(grade.os, "cpu_count", lambda: 8)
+    assert {grade.kernel_threads_for(workers, gpu=False) for workers in (1, 2, 3, 8, 16)} == {grade.CPU_KERNEL_THREADS}
+    monkeypatch.setattr(grade, "_torch_sees_a_gpu", lambda: False)
+    assert grade.kernel_threads_for(1) == grade.CPU_KERNEL_THREADS
 
 
 def test_an_explicit_thread_count_wins(monkeypatch):
