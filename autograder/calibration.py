@@ -330,6 +330,11 @@ def write_profile(path, lab_name, script, description, profile, entry):
             "measured": False, "fallback": profile,
             "why": f"not measured yet; run {script} --profile {other} to measure it",
         })
+    _write(path, lab_name, script, description, profiles)
+
+
+def _write(path, lab_name, script, description, profiles):
+    """Validates a whole calibration file's content, then writes it (and forgets the cached one)."""
     calibration = {"format": FORMAT, "lab": lab_name, "script": script, "description": description,
                    "profiles": profiles}
     validate(calibration, source=str(path))
@@ -376,11 +381,7 @@ def write_partial(path, lab_name, script, description, profile, partial):
                 f"{script} --profile {profile} --seeds ... adds the others"),
         "measured_so_far": dict(partial, seeds=seeds),
     }
-    calibration = {"format": FORMAT, "lab": lab_name, "script": script, "description": description,
-                   "profiles": profiles}
-    validate(calibration, source=str(path))
-    path.write_text(json.dumps(calibration, indent=2, ensure_ascii=False) + "\n")
-    load.cache_clear()
+    _write(path, lab_name, script, description, profiles)
 
 
 def runs_of(path, profile, key="runs"):

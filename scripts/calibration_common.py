@@ -209,7 +209,8 @@ def seeds_main(lab, argv, description, measure, quantities, summary, poor_detail
                              "the runs its profile keeps) instead of running seeds")
     parser.add_argument("--write-calibration", action="store_true",
                         help=f"also write the profile's entry of autograder/calibration/{lab}.json (with fewer "
-                             f"than {calibration.MIN_KNOWN_GOOD_RUNS} reference runs: kept as measured_so_far, the profile stays unmeasured)")
+                             f"than {calibration.MIN_KNOWN_GOOD_RUNS} reference runs: kept as measured_so_far, "
+                             "the profile stays unmeasured)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads in each grading kernel")
     parser.add_argument("--keep-probes", type=pathlib.Path, metavar="DIR",
                         help="keep each run's probe files in DIR (to measure them again later)")

@@ -243,12 +243,17 @@ def decoder_tanh(latent_dim):
     return _decoder(latent_dim, activation="tanh")
 
 
-def decoder_one_channel(latent_dim):
+def _with_last_layer(latent_dim, last_layer):
+    """The solution's upsampling (4x4 -> 32x32), then `last_layer` makes the image."""
     codes = keras.Input(shape=(latent_dim,))
     features = layers.Reshape((4, 4, 64))(layers.Dense(4 * 4 * 64, activation="relu")(codes))
     for width in (64, 32, 16):
         features = layers.Conv2DTranspose(width, 3, strides=2, padding="same", activation="relu")(features)
-    return keras.Model(codes, layers.Conv2DTranspose(1, 3, padding="same", activation="sigmoid")(features))
+    return keras.Model(codes, last_layer(features))
+
+
+def decoder_one_channel(latent_dim):
+    return _with_last_layer(latent_dim, layers.Conv2DTranspose(1, 3, padding="same", activation="sigmoid"))
 
 
 def decoder_dense_only(latent_dim):
@@ -259,11 +264,7 @@ def decoder_dense_only(latent_dim):
 
 
 def decoder_conv2d_last(latent_dim):
-    codes = keras.Input(shape=(latent_dim,))
-    features = layers.Reshape((4, 4, 64))(layers.Dense(4 * 4 * 64, activation="relu")(codes))
-    for width in (64, 32, 16):
-        features = layers.Conv2DTranspose(width, 3, strides=2, padding="same", activation="relu")(features)
-    return keras.Model(codes, layers.Conv2D(3, 3, padding="same", activation="sigmoid")(features))
+    return _with_last_layer(latent_dim, layers.Conv2D(3, 3, padding="same", activation="sigmoid"))
 
 
 def decoder_batch_norm(latent_dim):

@@ -491,11 +491,21 @@ def test_model_shapes(probe):
         )
 
 
-def _step_weights(probe):
-    """(a, b, relative residual) of the step's gradient fitted as a * d(reconstruction) + b * d(KL)."""
+def _step_weights(probe, reconstruction="grad_reconstruction"):
+    """(a, b, relative residual) of the step's gradient fitted as a * d(reconstruction) + b * d(KL).
+
+    `reconstruction`: the probe's gradient of the reconstruction term to fit (the correct one,
+    or a known mistake's).
+    """
     step = probe.array("train_step", "step_gradient").astype(np.float64)
-    basis = np.stack([probe.array("train_step", "grad_reconstruction"), probe.array("train_step", "grad_kl")], axis=1)
+    basis = np.stack([probe.array("train_step", reconstruction), probe.array("train_step", "grad_kl")], axis=1)
     return _fit(step, basis.astype(np.float64))
+
+
+def _total_gradient(probe, prefix=""):
+    """The probe's gradient of reconstruction + KL at the start of the first (or `prefix` "second_") step."""
+    return (probe.array("train_step", f"{prefix}grad_reconstruction")
+            + probe.array("train_step", f"{prefix}grad_kl")).astype(np.float64)
 
 
 def _fit(step, basis):
@@ -509,9 +519,7 @@ def _fits_mistake(probe, mistake, exactly=False):
 
     With `exactly`, both terms must also have weight 1 (a factor alone would fit otherwise).
     """
-    step = probe.array("train_step", "step_gradient").astype(np.float64)
-    basis = np.stack([probe.array("train_step", mistake), probe.array("train_step", "grad_kl")], axis=1)
-    a, b, residual = _fit(step, basis.astype(np.float64))
+    a, b, residual = _step_weights(probe, mistake)
     if residual > STEP_RESIDUAL:
         return False
     return not exactly or (math.isclose(a, 1.0, rel_tol=STEP_FACTOR_RTOL)
@@ -521,14 +529,14 @@ def _fits_mistake(probe, mistake, exactly=False):
 def _check_every_weight_moved(probe, step):
     """Fails when one step left the encoder's (or the decoder's) weights as they were."""
     encoder_size = int(probe.facts("train_step").get("step_encoder_size", 0))
-    gradient = probe.array("train_step", "grad_reconstruction") + probe.array("train_step", "grad_kl")
-    for part, where, name in ((slice(0, encoder_size), "encoder", "self.encoder"),
-                              (slice(encoder_size, None), "decoder", "self.decoder")):
+    gradient = _total_gradient(probe)
+    for part, still, moved in ((slice(0, encoder_size), "encoder", "decoder"),
+                               (slice(encoder_size, None), "decoder", "encoder")):
         if encoder_size and not np.any(step[part]) and np.any(gradient[part]):
             raise CheckFailure(
-                f"One training step did not change the {where}'s weights (their gradient is not 0): apply the "
+                f"One training step did not change the {still}'s weights (their gradient is not 0): apply the "
                 f"gradients to every trainable weight of the VAE, self.trainable_weights (encoder and decoder), "
-                f"not only to those of {'self.decoder' if where == 'encoder' else 'self.encoder'}."
+                f"not only to those of self.{moved}."
             )
 
 
@@ -615,13 +623,11 @@ def _check_step_gradient(probe):
 def _check_second_step(probe):
     """The next step's update is the gradient at the new weights alone (gradients are cleared)."""
     second = probe.array("train_step", "second_step_gradient").astype(np.float64)
-    gradient = (probe.array("train_step", "second_grad_reconstruction")
-                + probe.array("train_step", "second_grad_kl")).astype(np.float64)
+    gradient = _total_gradient(probe, "second_")
     scale = max(np.linalg.norm(gradient), 1e-30)
     if np.linalg.norm(second - gradient) / scale <= STEP_RESIDUAL:
         return
-    previous = (probe.array("train_step", "grad_reconstruction") + probe.array("train_step", "grad_kl")).astype(np.float64)
-    if np.linalg.norm(second - gradient - previous) / scale <= STEP_RESIDUAL:
+    if np.linalg.norm(second - gradient - _total_gradient(probe)) / scale <= STEP_RESIDUAL:
         raise CheckFailure(
             "train_step adds the previous step's gradients to this step's (the second of two steps moved the "
             "weights by the sum of both gradients): with the torch backend, a custom train_step must clear "

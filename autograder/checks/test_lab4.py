@@ -36,13 +36,16 @@ COURSE_LIB_LOSS_NAMES = ("gaussian_nll", "bernoulli_nll", "per_image_terms", "_b
 MAX_BAD_SHOWN = 3
 
 
+def _squared_error_and_variance(images, reconstructions):
+    """(x - x_hat)^2 in float64, and the notebook's variance: its batch mean, floored."""
+    squared_error = (np.asarray(images, dtype=np.float64) - np.asarray(reconstructions, dtype=np.float64)) ** 2
+    return squared_error, max(float(np.mean(squared_error)), MIN_PIXEL_VARIANCE)
+
+
 def _gaussian_nll_parts(images, reconstructions):
     """Per image: (0.5 * sum (x - x_hat)^2 / variance, 0.5 * D * log(2 pi variance)), the batch's ML variance."""
-    images = np.asarray(images, dtype=np.float64)
-    reconstructions = np.asarray(reconstructions, dtype=np.float64)
-    squared_error = (images - reconstructions) ** 2
-    variance = max(float(np.mean(squared_error)), MIN_PIXEL_VARIANCE)
-    per_image = squared_error.reshape(images.shape[0], -1)
+    squared_error, variance = _squared_error_and_variance(images, reconstructions)
+    per_image = squared_error.reshape(squared_error.shape[0], -1)
     num_values = per_image.shape[1]
     return 0.5 * per_image.sum(axis=1) / variance, np.full(images.shape[0], 0.5 * num_values * math.log(2.0 * math.pi * variance))
 
@@ -59,7 +62,7 @@ def reference_reconstruction_loss(images, reconstructions):
 
 def _per_pixel_variance_loss(images, reconstructions):
     """The NLL with one variance per pixel and channel, fitted over the batch (axis 0)."""
-    squared_error = (np.asarray(images, np.float64) - np.asarray(reconstructions, np.float64)) ** 2
+    squared_error, _ = _squared_error_and_variance(images, reconstructions)
     variance = np.maximum(squared_error.mean(axis=0, keepdims=True), MIN_PIXEL_VARIANCE)
     per_value = 0.5 * squared_error / variance + 0.5 * np.log(2.0 * math.pi * variance)
     return per_value.reshape(len(per_value), -1).sum(axis=1)
@@ -92,9 +95,8 @@ FORMULA_MISTAKES = {
 def _formula_mistake(images, reconstructions, noisy):
     """The name of a known formula mistake that explains the per-image values `noisy`, or None."""
     quadratic, normalizer = _gaussian_nll_parts(images, reconstructions)
-    squared_error = (np.asarray(images, np.float64) - np.asarray(reconstructions, np.float64)) ** 2
-    part = {"quadratic": quadratic, "normalizer": normalizer,
-            "variance": max(float(squared_error.mean()), MIN_PIXEL_VARIANCE),
+    squared_error, variance = _squared_error_and_variance(images, reconstructions)
+    part = {"quadratic": quadratic, "normalizer": normalizer, "variance": variance,
             "num_values": int(np.prod(squared_error.shape[1:]))}
     for name, variant in FORMULA_MISTAKES.items():
         values = variant(part, images, reconstructions)

@@ -20,11 +20,8 @@ DEFINITION_ITEMS = ("structure", "behaviour", "output")
 # course_lib.cnn builds the reference CNN (with batch_norm=True): the notebook uses it for the
 # plain model, the probe process (which runs build_cnn_with_batch_norm) does not see it.
 PROBE_WITHHELD_MODULES = ("course_lib.cnn",)
-
-
-def OTHER_NORMALIZATIONS(keras):  # noqa: N802  (a constant that needs keras imported)
-    """The normalization layers that are not batch normalization (students swap them in)."""
-    return (keras.layers.LayerNormalization, keras.layers.GroupNormalization, keras.layers.UnitNormalization)
+# Keras normalization layers that are not batch normalization (students swap them in).
+OTHER_NORMALIZATIONS = ("LayerNormalization", "GroupNormalization", "UnitNormalization")
 
 
 def _layer_kind(layer):
@@ -32,7 +29,7 @@ def _layer_kind(layer):
 
     if isinstance(layer, keras.layers.BatchNormalization):
         return "batch_norm"
-    if isinstance(layer, OTHER_NORMALIZATIONS(keras)):
+    if isinstance(layer, tuple(getattr(keras.layers, name) for name in OTHER_NORMALIZATIONS)):
         return "other_normalization"
     if type(layer).__name__.endswith("Conv2D") or isinstance(layer, keras.layers.Conv2D):
         return "conv"

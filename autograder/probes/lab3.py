@@ -335,14 +335,15 @@ def _train_step_models(latent_dim, seed, noise=None):
     return encoder, decoder
 
 
-def _reference_step_gradients(encoder, decoder, images, weights):
+def _reference_step_gradients(encoder, decoder, images, weights, names=None):
     """Gradients of each term of the negative ELBO (and of a known mistake) w.r.t. `weights`.
 
     Returns:
         ({term: flat float32 gradient}, {term: value}) for "reconstruction" (summed
         binary cross-entropy, averaged over the batch), "kl" (mean KL), and two known
         mistakes: "reconstruction_from_z_mean" (the same loss, decoding z_mean instead of z)
-        and "reconstruction_squared_error" (summed squared error instead of cross-entropy).
+        and "reconstruction_squared_error" (summed squared error instead of cross-entropy);
+        only the terms in `names`, if given.
     """
     import keras
     import numpy as np
@@ -358,9 +359,11 @@ def _reference_step_gradients(encoder, decoder, images, weights):
         "kl": ops.mean(_reference_kl(z_mean, z_log_var)),
         "reconstruction_from_z_mean": summed_cross_entropy(decoder(z_mean, training=True)),
         # A known mistake: the squared error (a Gaussian decoder's) in place of the cross-entropy.
-        "reconstruction_squared_error": ops.mean(ops.sum(ops.square(ops.convert_to_tensor(images) - decoder(z, training=True)),
-                                                         axis=(1, 2, 3))),
+        "reconstruction_squared_error": ops.mean(ops.sum(
+            ops.square(ops.convert_to_tensor(images) - decoder(z, training=True)), axis=(1, 2, 3))),
     }
+    if names is not None:
+        terms = {name: terms[name] for name in names}
     parameters = [weight.value for weight in weights]
     gradients = {}
     for name, term in terms.items():
@@ -441,14 +444,14 @@ def _one_step(namespace, vae_class, images, rng):
 
     for weight, value in zip(weights, first):  # the gradients where the second step started
         weight.assign(value.astype("float32"))
-    second_gradients, _ = _reference_step_gradients(encoder, decoder, images, weights)
+    second_gradients, _ = _reference_step_gradients(encoder, decoder, images, weights, names=("reconstruction", "kl"))
     result = {f"grad_{name}": gradient for name, gradient in gradients.items()}
-    result.update({f"second_grad_{name}": second_gradients[name] for name in ("reconstruction", "kl")})
+    result.update({f"second_grad_{name}": gradient for name, gradient in second_gradients.items()})
     result.update({f"reference_{name}": value for name, value in values.items()})
     result.update({"step_gradient": update(before, first), "second_step_gradient": update(first, second),
                    "step_history": _logged(history), "step_batch_size": len(images),
-                   # The flat vectors hold the encoder's weights first, then the decoder's.
                    "step_latent_dim": TRAIN_STEP_LATENT_DIM,
+                   # The flat vectors hold the encoder's weights first, then the decoder's.
                    "step_encoder_size": int(sum(np.prod(weight.shape) for weight in encoder.trainable_weights))})
     return result
 
