@@ -115,15 +115,21 @@ def test_printed_lecture_example_matches_the_slide(executed):
         assert ast.literal_eval(matrix) == SLIDE_OUTPUT, (method, matrix)
 
 
+# Test MSE per pixel, latent 2 minus latent 5: half the smallest gap measured (0.0181).
+MIN_LATENT_GAP = 0.009
+
+
 @pytest.mark.slow
 def test_five_dimensional_latent_reconstructs_better_than_two(executed):
     # Measured with the fast demo settings (6,000 digits, 3 epochs, batch 64, Adam 3e-3),
     # test MSE per pixel over seeds 0, 1, 2: latent 2: 0.0538, 0.0528, 0.0532; latent 5:
-    # 0.0341, 0.0341, 0.0351 (notebook seed 1337: 0.0531 vs 0.0340). The gap, about
-    # 0.018, is over 30 times the seed-to-seed spread of either size.
+    # 0.0341, 0.0341, 0.0351 (notebook seed 1337: 0.0531 vs 0.0340). The gap, 0.0181 to
+    # 0.0197, is over 30 times the seed-to-seed spread of either size; we ask for under half
+    # of the smallest gap. (This is the one test of the 2-D vs 5-D lesson: the demo trains
+    # both autoencoders with course_lib.autoencoder.build_autoencoder.)
     errors = {int(dim): float(value) for dim, value in RECONSTRUCTION_PATTERN.findall(_stdout(executed))}
     assert set(errors) == {2, 5}, errors
-    assert errors[5] < errors[2], errors
+    assert errors[2] - errors[5] > MIN_LATENT_GAP, errors
 
 
 def test_demo_profiles_have_the_same_keys():
