@@ -10,7 +10,6 @@ import importlib
 import json
 import pathlib
 import re
-import shutil
 import sys
 
 import numpy as np
@@ -144,7 +143,9 @@ def _lab1_probe_dir(folder, accuracy_bn):
 
 @pytest.fixture
 def lab1_full_unmeasured(tmp_path, monkeypatch):
-    """lab1's calibration with its full profile turned back into an explicit fallback to fast."""
+    """lab1's calibration, in a temporary folder that the code then uses, with its full profile
+    turned back into an explicit fallback to fast (so the tests do not depend on whether the
+    committed file has measured it). Yields the temporary file's path."""
     stored = copy.deepcopy(calibration.load("lab1"))
     stored["profiles"]["full"] = {"measured": False, "fallback": "fast", "why": "not measured in this test"}
     folder = tmp_path / "calibration"
@@ -152,7 +153,7 @@ def lab1_full_unmeasured(tmp_path, monkeypatch):
     (folder / "lab1.json").write_text(json.dumps(stored))
     monkeypatch.setattr(calibration, "CALIBRATION_DIR", folder)
     calibration.load.cache_clear()
-    yield
+    yield folder / "lab1.json"
     calibration.load.cache_clear()
 
 
@@ -362,19 +363,7 @@ def _runs_file(path, profile, runs, poor_runs=()):
     return str(path)
 
 
-@pytest.fixture
-def lab1_in_tmp(tmp_path, monkeypatch):
-    """lab1's calibration file copied into a temporary calibration folder, which the code then uses."""
-    folder = tmp_path / "calibration"
-    folder.mkdir()
-    shutil.copy(calibration.calibration_path("lab1"), folder / "lab1.json")
-    monkeypatch.setattr(calibration, "CALIBRATION_DIR", folder)
-    calibration.load.cache_clear()
-    yield folder / "lab1.json"
-    calibration.load.cache_clear()
-
-
-def test_too_few_runs_are_kept_and_the_profile_finished_later(lab1_in_tmp, tmp_path):
+def test_too_few_runs_are_kept_and_the_profile_finished_later(lab1_full_unmeasured, tmp_path):
     # Two seeds (a GPU-less session's worth) are kept in the file; the profile stays a
     # fallback whose checks say how far it got; a third seed, combined with the file, measures it.
     import calibrate_lab1
@@ -394,7 +383,7 @@ def test_too_few_runs_are_kept_and_the_profile_finished_later(lab1_in_tmp, tmp_p
 
     third = _runs_file(tmp_path / "third.json", "full", runs[2:])
     assert calibrate_lab1.main(["--profile", "full", "--out", str(tmp_path / "b.json"),
-                                "--combine", str(lab1_in_tmp), third, "--write-calibration"]) == 0
+                                "--combine", str(lab1_full_unmeasured), third, "--write-calibration"]) == 0
     full = calibration.load("lab1")["profiles"]["full"]
     assert full["measured"] is True and full["seeds"] == seeds and "measured_so_far" not in full
     assert full["quantities"] == calibrate_lab1.quantities(copy.deepcopy(full["details"]))
