@@ -95,7 +95,9 @@ PROFILES = {
             "betas": [1.0, 4.0],
         },
         # Lab 1: the fast profile's optimizer (SGD, momentum 0.9, learning rate 0.02) on the
-        # whole training set. Not measured (no GPU yet): its thresholds fall back to fast.
+        # whole training set. Measured on the 2-core CPU (one thread, 2.1-2.3 h per notebook,
+        # seeds 0/1/2): BN 81.3 / 80.9 / 80.3%, plain 74.0 / 76.4 / 76.4% on the 1,000 exact
+        # test images: BN ahead by 7.3 / 4.5 / 3.9 points (autograder/calibration/lab1.json).
         "lab1": {
             "train_examples": None,
             "test_examples": None,

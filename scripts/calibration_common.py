@@ -110,6 +110,42 @@ def run_seed(lab, seed, data_dir, profile, variant=None, kernel_threads=None):
     return ProbeResults(probe_dir, profile=profile, lab=lab), result.seconds
 
 
+# Where and when a run was measured: kept in each run record, so that an entry written later
+# from combined runs (another process, day or machine) describes the runs, not the combiner.
+RUN_ORIGIN_KEYS = ("measured_on", "date", "load_average_1min")
+
+
+def run_origin(kernel_threads=None):
+    """The machine line, date and 1-minute load of a run measured now, in this process's kernels.
+
+    `kernel_threads`: torch's CPU threads in the grading kernel, written into the machine line
+    in place of this process's own count (None: the kernel's default, this process's count).
+    """
+    import datetime
+
+    import course_lib
+
+    line = course_lib.describe_device()
+    if kernel_threads:
+        line = re.sub(r"threads=\d+$", f"threads={kernel_threads}", line)
+    return {"measured_on": line, "date": datetime.date.today().isoformat(),
+            "load_average_1min": round(os.getloadavg()[0], 2)}
+
+
+def entry_origin(runs):
+    """(measured_on, date, load_average) of an entry written from `runs`.
+
+    The runs' own records where they have them (distinct machine lines joined by "; ", the
+    latest date, the highest load); runs without a record (measured before runs kept one)
+    are described by this process, as before.
+    """
+    here = run_origin()
+    origins = [{key: run.get(key, here[key]) for key in RUN_ORIGIN_KEYS} for run in runs] or [here]
+    lines = list(dict.fromkeys(origin["measured_on"] for origin in origins))
+    loads = [origin["load_average_1min"] for origin in origins if origin["load_average_1min"] is not None]
+    return "; ".join(lines), max(origin["date"] for origin in origins), (max(loads) if loads else None)
+
+
 RUN_FILE = "run.json"
 
 
@@ -232,11 +268,12 @@ def seeds_main(lab, argv, description, measure, quantities, summary, poor_detail
             keep_probes(probes, arguments.keep_probes, variant, seed, seconds)
         if arguments.defer_measure:
             return
+        origin = {} if arguments.from_probes else run_origin(arguments.threads)
         if variant is None:
-            runs.append({"seed": seed, **measure(probes), "notebook_seconds": seconds})
+            runs.append({"seed": seed, **measure(probes), "notebook_seconds": seconds, **origin})
         else:
             poor_runs.append({"variant": variant, "seed": seed, **(measure_poor or measure)(probes),
-                              "notebook_seconds": seconds})
+                              "notebook_seconds": seconds, **origin})
         print(json.dumps((runs if variant is None else poor_runs)[-1]), flush=True)
 
     if arguments.from_probes:
@@ -264,18 +301,18 @@ def seeds_main(lab, argv, description, measure, quantities, summary, poor_detail
                    **(poor_details(seeds, arguments.profile) if poor_details else {})}
         path = calibration.calibration_path(lab)
         if len(runs) < calibration.MIN_KNOWN_GOOD_RUNS:
+            measured_on, date, load = entry_origin(runs)
             partial = calibration.partial_entry(course_lib.settings(lab, arguments.profile), seeds, details,
-                                                course_lib.describe_device(),
-                                                load_average=round(os.getloadavg()[0], 2))
+                                                measured_on, date=date, load_average=load)
             calibration.write_partial(path, lab, f"scripts/calibrate_{lab}.py", description, arguments.profile,
                                       partial)
             print(f"{len(runs)} reference run(s) (seeds {seeds}), fewer than the "
                   f"{calibration.MIN_KNOWN_GOOD_RUNS} a threshold needs: kept in the {arguments.profile} "
                   f"entry's measured_so_far of {path}; that profile stays unmeasured.")
             return 0
+        measured_on, date, load = entry_origin(runs)
         entry = calibration.profile_entry(quantities(details), course_lib.settings(lab, arguments.profile), seeds,
-                                          details, course_lib.describe_device(),
-                                          load_average=round(os.getloadavg()[0], 2))
+                                          details, measured_on, date=date, load_average=load)
         calibration.write_profile(path, lab, f"scripts/calibrate_{lab}.py", description, arguments.profile, entry)
         print(f"wrote the {arguments.profile} entry of {path}")
     return 0

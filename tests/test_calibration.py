@@ -451,3 +451,34 @@ def test_lab4_refuses_thresholds_that_a_known_poor_sample_model_passes(monkeypat
     # A variant known-poor for the reconstructions only leaves the sample thresholds alone.
     assert all("variance_fixed_at_one" not in name for name in derived["max_frechet_distance"]["known_poor"]["values"])
     assert any("variance_fixed_at_one" in name for name in derived["max_reconstruction_mse"]["known_poor"]["values"])
+
+
+def test_an_entry_written_from_combined_runs_describes_the_runs_not_the_combiner(lab1_full_unmeasured, tmp_path):
+    # Runs measured elsewhere (another day, machine, thread count) and combined here later:
+    # the entry says where and when they ran; runs without a record fall back to this process.
+    import calibrate_lab1
+
+    stored = copy.deepcopy(calibration.load("lab1")["profiles"]["fast"]["details"])
+    runs = sorted(stored["runs"], key=lambda run: run["seed"])[:3]
+    elsewhere = {"measured_on": "device=cuda (NVIDIA H200) | threads=4", "date": "2026-01-02", "load_average_1min": 0.5}
+    runs = [{**run, **elsewhere, **({"load_average_1min": 6.25} if index == 1 else {})} for index, run in enumerate(runs)]
+    runs[2] = {**runs[2], "measured_on": "device=CPU | threads=1", "date": "2026-01-05"}
+    assert calibrate_lab1.main(["--profile", "full", "--out", str(tmp_path / "a.json"), "--combine",
+                                _runs_file(tmp_path / "elsewhere.json", "full", runs, stored["poor_runs"]),
+                                "--write-calibration"]) == 0
+    full = calibration.load("lab1")["profiles"]["full"]
+    assert full["measured_on"] == "device=cuda (NVIDIA H200) | threads=4; device=CPU | threads=1"
+    assert full["date"] == "2026-01-05" and full["load_average_1min"] == 6.25
+    assert calibration.thresholds("lab1", "full").measured_on == full["measured_on"]
+
+
+def test_a_run_measured_now_records_the_kernels_thread_count():
+    import calibration_common
+
+    origin = calibration_common.run_origin(kernel_threads=3)
+    assert origin["measured_on"].endswith("threads=3") and set(origin) == set(calibration_common.RUN_ORIGIN_KEYS)
+    runs = [{"seed": 0}, {"seed": 1, **origin}]
+    measured_on, date, _ = calibration_common.entry_origin(runs)
+    here = calibration_common.run_origin()["measured_on"]  # the run without a record
+    assert measured_on == "; ".join(dict.fromkeys([here, origin["measured_on"]]))
+    assert date == origin["date"]
