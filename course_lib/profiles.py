@@ -63,8 +63,8 @@ PROFILES = {
         # 6,000 at batch 64: 96.9 / 96.9% (138 s); 8,000: 97.2 / 95.8% (178 s); 6,000 with 2
         # stages: 96.8 / 95.8%; 4,000 at 48 px: 97.0 / 96.8% (125 s); 6,000 at 48 px, batch 64:
         # 98.0 / 97.2% (189 s), kept (from random weights: 95.7 / 93.4%, frozen-phase validation
-        # 11.8 / 23.0% against 33.2 / 41.5%). Fine-tuning at Adam 1e-3 diverged (2 of 3 runs at
-        # 9-11%).
+        # 11.8 / 23.0% against 33.2 / 41.5%). Fine-tuning at Adam 1e-3 diverged (3 of 4 runs at
+        # 8.5-9.9%).
         # Through the grader: calibration/lab2.json.
         "lab2": {
             "train_examples": 6000,
