@@ -8,6 +8,17 @@ from autograder.judge import check_points, run_checks
 from autograder.probes.assemble import run_probes_in_process
 
 
+def graded_cell(notebook, grade_id):
+    """The one cell of an nbformat `notebook` whose nbgrader grade_id is `grade_id`.
+
+    Raises:
+        AssertionError: when no cell, or more than one, has that grade_id.
+    """
+    cells = [cell for cell in notebook.cells if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
+    assert len(cells) == 1, f"expected one cell with grade_id {grade_id!r}; found {len(cells)}: update this test"
+    return cells[0]
+
+
 def merge_baseline(folder, baseline_dir, probed):
     """Completes a partial probe run with the baseline's results of the other items."""
     status = json.loads((folder / "probe.json").read_text())

@@ -20,6 +20,7 @@ from keras import layers
 from autograder import calibration
 from autograder.judge import check_points, run_checks
 from autograder.probes.assemble import run_probes_in_process
+from check_grading import graded_cell  # tests/check_grading.py
 from course_lib.cnn import build_cifar_cnn
 from course_lib.data import load_cifar10
 
@@ -402,11 +403,7 @@ def test_notebook_solution_passes_the_builder_checks(tmp_path):
     """The solution cell of the source notebook, run with its setup cell, passes."""
     notebook = nbformat.read(SOURCE_NOTEBOOK, as_version=4)
     setup = next(cell.source for cell in notebook.cells if cell.cell_type == "code")
-    solution = next(
-        cell.source
-        for cell in notebook.cells
-        if cell.metadata.get("nbgrader", {}).get("grade_id") == "build_cnn_with_batch_norm"
-    )
+    solution = graded_cell(notebook, "build_cnn_with_batch_norm").source
     scope = {}
     exec(compile(setup, "setup", "exec"), scope)
     exec(compile(solution, "solution", "exec"), scope)

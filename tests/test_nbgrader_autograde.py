@@ -25,6 +25,7 @@ import pytest
 
 from autograder import nbgrader_bridge, nbgrader_sync
 from autograder.judge import check_points
+from check_grading import graded_cell
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 LAB = "lab3"
@@ -227,14 +228,7 @@ def _kl_only(student_version):
     """The student version with only the KL written: partial marks without a second training run."""
     solution = nbformat.read(str(REPO_ROOT / "solutions" / LAB / f"{LAB}.ipynb"), as_version=4)
     book = nbformat.read(str(student_version), as_version=4)
-
-    def kl_cell(notebook):
-        cells = [cell for cell in notebook.cells
-                 if cell.metadata.get("nbgrader", {}).get("grade_id") == "kl_divergence"]
-        assert len(cells) == 1, "lab3 has no single solution cell 'kl_divergence': update this test"
-        return cells[0]
-
-    kl_cell(book).source = kl_cell(solution).source
+    graded_cell(book, "kl_divergence").source = graded_cell(solution, "kl_divergence").source
     return book
 
 
@@ -257,10 +251,11 @@ def synced_course(tmp_path_factory):
     (course / "exchange").mkdir()
     _nbgrader(course, "generate_assignment", LAB, "--force")
     _nbgrader(course, "release_assignment", LAB, "--force")  # the exchange works
+    student_version = course / "assignments" / LAB / f"{LAB}.ipynb"
     submissions = {
         "reference": nbformat.read(str(REPO_ROOT / "solutions" / LAB / f"{LAB}.ipynb"), as_version=4),
-        "untouched": nbformat.read(str(course / "assignments" / LAB / f"{LAB}.ipynb"), as_version=4),
-        "kl_only": _kl_only(course / "assignments" / LAB / f"{LAB}.ipynb"),
+        "untouched": nbformat.read(str(student_version), as_version=4),
+        "kl_only": _kl_only(student_version),
         "forger": _forger(),
     }
     for student, book in submissions.items():
