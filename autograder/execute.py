@@ -8,7 +8,6 @@ import pathlib
 import re
 import shutil
 import stat
-import sys
 import threading
 import time
 
@@ -112,7 +111,7 @@ def _kernel_manager(work_dir, environment, isolation, readable, hidden):
     kernels_dir = work_dir / "kernels"
     spec_dir = kernels_dir / KERNEL_NAME
     spec_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    command = [sandbox.interpreter(), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     spec = {
         # The launcher gives the kernel exactly `environment` (jupyter_client would add
         # the grader's whole environment), its limits and its sandbox.
@@ -264,11 +263,6 @@ def _run_export(client, notebook, export_cell_source, export_dir, limit, result)
     return (export_dir / "manifest.json").is_file()
 
 
-def python_executable():
-    """The interpreter that runs kernels (the grader's own, so course_lib is importable)."""
-    return sys.executable
-
-
 def base_environment(profile, data_dir):
     """The environment a grading kernel gets: nothing from the grader beyond what it needs."""
     keep = ("PATH", "LANG", "LC_ALL", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
@@ -286,6 +280,9 @@ def base_environment(profile, data_dir):
     )
     if data_dir:
         environment["COURSE_DATA_DIR"] = str(data_dir)
+    if environment.get("TFDS_DATA_DIR"):
+        # Sandboxes show it at its real path (grade._readable_paths), as they do the data.
+        environment["TFDS_DATA_DIR"] = os.path.realpath(environment["TFDS_DATA_DIR"])
     return environment
 
 
@@ -370,7 +367,7 @@ def run_probe_process(request_text, work_dir, out_dir, timeout_s, memory_limit_m
     _make_home_folders(work_dir)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-c", HOST_BOOTSTRAP]
+    command = [sandbox.interpreter(), "-c", HOST_BOOTSTRAP]
     argv = sandbox.launcher_argv(command, work_dir=work_dir, isolation=isolation, env=environment,
                                  readable=readable, hidden=hidden)
     started = time.time()

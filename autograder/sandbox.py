@@ -125,7 +125,7 @@ def _preflight():
         return "bubblewrap (bwrap) is not installed or not on PATH"
     work_dir = tempfile.mkdtemp(prefix="course-sandbox-preflight-")
     try:
-        command = [sys.executable, "-c", "print('ok')"]
+        command = [interpreter(), "-c", "print('ok')"]
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         argv = launcher_argv(
             command, work_dir=work_dir, isolation="bwrap", env=env,
@@ -198,6 +198,22 @@ def _reset_isolation_cache():
 
 
 # --------------------------------------------------------------------------- argv
+
+
+def interpreter():
+    """The grader's Python as a sandbox can start it.
+
+    Sandboxes show the Python environment at its real path (`default_readable`), so a
+    `sys.executable` reached through a symlinked folder (a virtual environment that is a
+    link, a course under a linked home folder) does not exist inside one. The folder is
+    resolved, the file name kept: a virtual environment's `bin/python` is itself a link,
+    and Python finds its environment from the folder it was started from.
+
+    Returns:
+        The path of the interpreter, as a string.
+    """
+    folder, name = os.path.split(sys.executable)
+    return os.path.join(os.path.realpath(folder), name)
 
 
 def default_readable():

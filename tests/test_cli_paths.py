@@ -1,5 +1,6 @@
 """The grading CLI as a TA runs it: another working directory, relative paths, odd folder names,
-a data folder reached through a symlink, one batch for a whole class folder.
+a data folder and the Python environment reached through symlinks, one batch for a whole class
+folder.
 
 Every submission is a small lab3 notebook (a numpy KL, correct or with the sign flipped, and a
 line that loads MNIST), so each report can be matched to its own notebook.
@@ -39,6 +40,17 @@ STUDENTS = {
 pytestmark = pytest.mark.slow
 
 
+def _linked_python(base):
+    """This Python, started through a symlink to its environment's folder (a linked venv or home)."""
+    prefix = os.path.realpath(sys.prefix)
+    executable = os.path.join(os.path.realpath(os.path.dirname(sys.executable)), os.path.basename(sys.executable))
+    if os.path.commonpath([prefix, executable]) != prefix:
+        return sys.executable  # not inside its environment's folder: nothing to link
+    link = base / "env-link"
+    link.symlink_to(prefix, target_is_directory=True)
+    return str(link / os.path.relpath(executable, prefix))
+
+
 def _notebook(correct, marker):
     book = nbformat.v4.new_notebook()
     kl = CORRECT_KL if correct else FLIPPED_KL
@@ -61,8 +73,9 @@ def graded(tmp_path_factory):
     cwd = base / "elsewhere"
     cwd.mkdir()
     environment = dict(os.environ, COURSE_DATA_DIR=os.path.relpath(data_link, cwd))
+    python = _linked_python(base)
     result = subprocess.run(
-        [sys.executable, "-m", "autograder", "grade", os.path.relpath(class_dir, cwd), "--expand", "--lab", "lab3",
+        [python, "-m", "autograder", "grade", os.path.relpath(class_dir, cwd), "--expand", "--lab", "lab3",
          "--out", "reports/out", "--workers", "2", "--timeout", "90"],
         cwd=cwd, env=environment, capture_output=True, text=True, timeout=900,
     )
@@ -71,7 +84,7 @@ def graded(tmp_path_factory):
     for path in out_dir.glob("*/report.json"):
         report = json.loads(path.read_text())
         reports[report["submission"]] = report
-    return {"result": result, "out_dir": out_dir, "reports": reports}
+    return {"result": result, "out_dir": out_dir, "reports": reports, "python": python}
 
 
 def test_the_cli_succeeds_and_says_what_it_skipped(graded):
@@ -104,3 +117,15 @@ def test_each_report_grades_its_own_notebook_with_the_data(graded):
         assert kl["passed"] == STUDENTS[student], (student, kl["message"])
         assert report["status"] == "graded"
     assert seen == set(STUDENTS)
+
+
+def test_a_linked_python_environment_keeps_the_sandbox(graded):
+    """Through a linked environment folder the kernels get the isolation the real path gets."""
+    if "env-link" not in graded["python"]:
+        pytest.skip(f"this Python ({sys.executable}) is not inside its environment's folder ({sys.prefix})")
+    real_python = os.path.join(os.path.realpath(os.path.dirname(sys.executable)), os.path.basename(sys.executable))
+    expected = subprocess.run(
+        [real_python, "-c", "from autograder import sandbox; print(sandbox.isolation_mode())"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True).stdout.split()[-1]
+    assert {report["isolation"] for report in graded["reports"].values()} == {expected}
+    assert expected == "process" or "WITHOUT bubblewrap" not in graded["result"].stderr, graded["result"].stderr[-2000:]

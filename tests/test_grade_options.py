@@ -34,6 +34,17 @@ def test_kernel_environment_sets_both_thread_variables(monkeypatch):
     assert environment["COURSE_DATA_DIR"] == "/data"
 
 
+def test_a_linked_tfds_folder_reaches_the_kernel_where_the_sandbox_shows_it(monkeypatch, tmp_path):
+    real = tmp_path / "real tfds"
+    real.mkdir()
+    (tmp_path / "tfds-link").symlink_to(real, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TFDS_DATA_DIR", "tfds-link")
+    environment = grade._kernel_environment("fast", None, None, "/tmp/w")
+    assert environment["TFDS_DATA_DIR"] == str(real)
+    assert environment["TFDS_DATA_DIR"] in grade._readable_paths(None)
+
+
 ALLOWED = {"PATH", "LANG", "LC_ALL", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
            "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "LD_LIBRARY_PATH", "TFDS_DATA_DIR", "KERAS_BACKEND",
            "COURSE_PROFILE", "MPLBACKEND", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "COURSE_DATA_DIR",

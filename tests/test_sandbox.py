@@ -75,9 +75,10 @@ def sandbox_env(**extra):
 
 
 def run_program(code, work, *, isolation="bwrap", env=None, readable=None, hidden=(),
-                tmpfs_mb=None, python=sys.executable, user=None, cwd=REPO_ROOT,
+                tmpfs_mb=None, python=None, user=None, cwd=REPO_ROOT,
                 launcher_env=None, timeout=60):
     """Runs PRELUDE + code through the launcher; returns (parsed RESULT, CompletedProcess)."""
+    python = python or sandbox.interpreter()
     argv = sandbox.launcher_argv(
         [python, "-c", PRELUDE + code], work_dir=work, isolation=isolation,
         env=sandbox_env() if env is None else env,
@@ -416,7 +417,7 @@ with open("/dev/shm/fill", "wb") as handle:
 print("ready", flush=True)
 time.sleep(60)
 '''
-    argv = sandbox.launcher_argv([sys.executable, "-c", code], work_dir=work_dir, isolation="bwrap",
+    argv = sandbox.launcher_argv([sandbox.interpreter(), "-c", code], work_dir=work_dir, isolation="bwrap",
                                  env=sandbox_env(), readable=sandbox.default_readable(), tmpfs_mb=512)
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                cwd=str(REPO_ROOT))
@@ -498,7 +499,7 @@ def test_isolation_bwrap_works_here(monkeypatch, fresh_isolation_cache):
 def python_for(uid):
     """An interpreter that `uid` can run, with its prefixes; None if there is none."""
     probe = "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix]))"
-    for candidate in [sys.executable, "/usr/bin/python3", shutil.which("python3")]:
+    for candidate in [sandbox.interpreter(), "/usr/bin/python3", shutil.which("python3")]:
         if not candidate:
             continue
         try:
@@ -594,7 +595,7 @@ def test_ipykernel_starts_in_the_sandbox(work_dir):
     (work_dir / "ipc").mkdir()
     env = sandbox_env(HOME=str(work_dir / "run"), MPLBACKEND="Agg", PYTHONNOUSERSITE="1")
     argv = sandbox.launcher_argv(
-        [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        [sandbox.interpreter(), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         work_dir=work_dir, isolation="bwrap", env=env, readable=sandbox.default_readable(),
     )
     spec_dir = work_dir.parent / "kernels" / "sandboxed"
