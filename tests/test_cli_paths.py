@@ -42,8 +42,9 @@ pytestmark = pytest.mark.slow
 
 def _linked_python(base):
     """This Python, started through a symlink to its environment's folder (a linked venv or home)."""
-    prefix = os.path.realpath(sys.prefix)
-    executable = os.path.join(os.path.realpath(os.path.dirname(sys.executable)), os.path.basename(sys.executable))
+    from autograder import sandbox
+
+    prefix, executable = os.path.realpath(sys.prefix), sandbox.interpreter()
     if os.path.commonpath([prefix, executable]) != prefix:
         return sys.executable  # not inside its environment's folder: nothing to link
     link = base / "env-link"
@@ -123,9 +124,10 @@ def test_a_linked_python_environment_keeps_the_sandbox(graded):
     """Through a linked environment folder the kernels get the isolation the real path gets."""
     if "env-link" not in graded["python"]:
         pytest.skip(f"this Python ({sys.executable}) is not inside its environment's folder ({sys.prefix})")
-    real_python = os.path.join(os.path.realpath(os.path.dirname(sys.executable)), os.path.basename(sys.executable))
+    from autograder import sandbox
+
     expected = subprocess.run(
-        [real_python, "-c", "from autograder import sandbox; print(sandbox.isolation_mode())"],
+        [sandbox.interpreter(), "-c", "from autograder import sandbox; print(sandbox.isolation_mode())"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True).stdout.split()[-1]
     assert {report["isolation"] for report in graded["reports"].values()} == {expected}
     assert expected == "process" or "WITHOUT bubblewrap" not in graded["result"].stderr, graded["result"].stderr[-2000:]
