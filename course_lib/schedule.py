@@ -91,3 +91,87 @@ class ScheduleRecorder(keras.callbacks.Callback):
         kernels, norms = self._backbone_arrays()
         self.schedule[self.phase]["backbone_kernel_change"] = largest_change(self.start[0], kernels)
         self.schedule[self.phase]["batch_norm_change"] = largest_change(self.start[1], norms)
+
+
+class WeightAverage(keras.callbacks.Callback):
+    """Evaluates and keeps an exponential moving average of the trainable weights.
+
+    After the t-th training batch of `fit()`, `average = m * average + (1 - m) * weights`
+    with `m = min(momentum, t / (t + 1))`: until it spans about `1 / (1 - momentum)` steps
+    the average is the plain mean of the weights so far (those `fit()` starts from
+    included), so that a short run is not held back at its start. Validation at the end of each
+    epoch, and the callbacks that follow this one in the list (for example
+    `EarlyStopping(restore_best_weights=True)`, which then keeps the best *averaged*
+    epoch), see the averaged weights; the optimizer goes on from the raw ones. When
+    `fit()` ends, the model holds the averaged weights. Averaging smooths the
+    epoch-to-epoch swings of fine-tuning on a few thousand digits (lab 2), like
+    `keras.optimizers.Optimizer(use_ema=True)` with `keras.callbacks.SwapEMAWeights`,
+    but with any optimizer the student compiles.
+
+    Args:
+        momentum: the weight of the past in the average, in [0, 1). 0 keeps the raw
+            weights.
+
+    Raises:
+        ValueError: if `momentum` is not a number in [0, 1).
+    """
+
+    def __init__(self, momentum):
+        super().__init__()
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
+            raise ValueError(f"`momentum` should be a number in [0, 1). Received: momentum={momentum!r}")
+        self.momentum = float(momentum)
+        self.average = None
+        self.raw = None
+        self.updates = 0
+
+    def _variables(self):
+        return self.model.trainable_variables
+
+    def _values(self):
+        # Detached copies: the average must not hold on to the training graph.
+        return [keras.ops.copy(keras.ops.stop_gradient(variable.value)) for variable in self._variables()]
+
+    def _use_average(self):
+        """Puts the averaged weights in the model (keeping the raw ones aside)."""
+        if self.raw is None:
+            self.raw = self._values()
+            for variable, average in zip(self._variables(), self.average):
+                variable.assign(average)
+
+    def _use_raw(self):
+        """Puts the raw weights back in the model, for the optimizer to go on from."""
+        if self.raw is not None:
+            for variable, raw in zip(self._variables(), self.raw):
+                variable.assign(raw)
+            self.raw = None
+
+    def on_train_begin(self, logs=None):
+        self.average = self._values()
+        self.raw = None
+        self.updates = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.updates += 1
+        momentum = min(self.momentum, self.updates / (self.updates + 1))
+        self.average = [
+            keras.ops.add(keras.ops.multiply(average, momentum),
+                          keras.ops.multiply(value, 1.0 - momentum))
+            for value, average in zip(self._values(), self.average)
+        ]
+
+    def on_test_begin(self, logs=None):
+        # Called by fit() before validation; evaluate() outside fit() has its own callbacks.
+        if self.average is not None:
+            self._use_average()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._use_raw()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._use_average()
+
+    def on_train_end(self, logs=None):
+        self._use_average()
+        self.raw = None
+        self.average = None
