@@ -128,9 +128,13 @@ class WeightAverage(keras.callbacks.Callback):
     def _variables(self):
         return self.model.trainable_variables
 
+    def _detached(self):
+        # Without the training graph: the average must not hold on to it.
+        return [keras.ops.stop_gradient(variable.value) for variable in self._variables()]
+
     def _values(self):
-        # Detached copies: the average must not hold on to the training graph.
-        return [keras.ops.copy(keras.ops.stop_gradient(variable.value)) for variable in self._variables()]
+        """Copies of the current weights (assign() would change views of them)."""
+        return [keras.ops.copy(value) for value in self._detached()]
 
     def _use_average(self):
         """Puts the averaged weights in the model (keeping the raw ones aside)."""
@@ -157,7 +161,7 @@ class WeightAverage(keras.callbacks.Callback):
         self.average = [
             keras.ops.add(keras.ops.multiply(average, momentum),
                           keras.ops.multiply(value, 1.0 - momentum))
-            for value, average in zip(self._values(), self.average)
+            for value, average in zip(self._detached(), self.average)
         ]
 
     def on_test_begin(self, logs=None):
