@@ -78,8 +78,9 @@ VARIANTS = {
         "after": SETUP_CELL, "source": budget_cell(FAST["train_examples"] * FAST["epochs"] // 10, 1),
     },
     "one_step": {
-        "what": f"the solution trained for one step ({FAST['batch_size']} images x 1 epoch): nearly untrained",
-        "after": SETUP_CELL, "source": budget_cell(FAST["batch_size"], 1),
+        "what": "the solution trained for one step (one batch of the profile's batch size x 1 epoch): "
+                "nearly untrained",
+        "after": SETUP_CELL, "source": budget_cell("SETTINGS['batch_size']", 1),
     },
     "loss_mean_over_pixels": {
         "what": "a reconstruction loss averaged over the pixels instead of summed (the KL term then "
@@ -94,12 +95,12 @@ VARIANTS = {
         "after": LOSS_CELL,
         "source": _planted_loss("return ops.sum(0.5 * ops.square(images - reconstructions) + "
                                 "0.5 * np.log(2.0 * np.pi), axis=(1, 2, 3))", "variance fixed at 1"),
-        # Known-poor for the reconstructions only. Its samples (fast: Fréchet distance 491-496,
-        # score 1.18-1.23) lie between the reference's (441-457, 1.27-1.39) and the under-trained
-        # runs' (528-553): a sample threshold pinned between it and the reference would sit
-        # within 4% of the reference, where correct architecture variants fall (they moved the
-        # distance by -4% to +6% in the lever sweep). test_reconstruction_loss_formula names
-        # this bug; the reconstruction MSE (0.036-0.040 vs 0.021-0.023) shows what it costs.
+        # Known-poor for the reconstructions only. Its samples (fast, batch 32: Fréchet distance
+        # 455.6 / 458.8, score 1.39 / 1.36) lie between the reference's (415-425, 1.41-1.54) and
+        # the under-trained runs' (504-553): a sample threshold pinned between it and the
+        # reference would sit within 4% of the reference's worst run (distance 425.5, score 1.41).
+        # test_reconstruction_loss_formula names this bug; the reconstruction MSE (0.027-0.028
+        # vs 0.016-0.019) shows what it costs.
         "poor_for": ("max_reconstruction_mse",),
     },
 }
@@ -108,8 +109,8 @@ ALL_QUANTITIES = ("max_frechet_distance", "min_classifier_score", "max_reconstru
 # `_require_every_poor_model_rejected` proves it).
 NOT_POOR_FOR = {
     "max_frechet_distance": {
-        "uniform_noise": "in the evaluator's features noise lies as far from real images as the fast reference's "
-                         "blurry samples (fast: 447-451 vs 441-457); the classifier score rejects it (1.15)",
+        "uniform_noise": "in the evaluator's features noise lies only 6-9% farther from real images than the fast "
+                         "reference's blurry samples (fast: 450.7 vs 415-425); the classifier score rejects it (1.15)",
     },
 }
 THRESHOLD_RULE = (
