@@ -397,7 +397,8 @@ def test_prior_sample_quality(probe):
         raise CheckFailure(
             f"Samples of vae.decoder from N(0, I) ({report['num_samples']} codes): "
             + "; ".join(problems[:MAX_BAD_SHOWN])
-            + ". Was the model trained with the KL term, as long as the notebook says?"
+            + ". Was the model trained with the KL term, as the notebook says: SETTINGS['epochs'] "
+            "epochs in batches of SETTINGS['batch_size']?"
         )
 
 
@@ -419,5 +420,5 @@ def test_reconstructions_of_test_images(probe):
             f"Reconstructions of the {originals.shape[0]} exact CIFAR-10 test images (through "
             f"z_mean) have a mean squared error of {mse:.4f} per pixel value; at most "
             f"{limit:.4f} is needed. Is the encoder's z_mean used by the decoder, and was the "
-            "model trained?"
+            "model trained for SETTINGS['epochs'] epochs in batches of SETTINGS['batch_size']?"
         )
