@@ -7,6 +7,7 @@ Examples:
     python -m benchmarks --profile lab1_cnn
     python -m benchmarks --no-step-time --grading-dir /tmp/e2e
     python -m benchmarks --no-step-time --grade lab1,lab3 --grading-dir /tmp/grading
+    python -m benchmarks --no-step-time --second-evaluator samples_a.npy samples_b.npz
 
 Prints Markdown (and writes it to `--out`).
 """
@@ -51,6 +52,9 @@ def _parse_arguments(argv):
     parser.add_argument("--lab3-likelihood", default="",
                         help="comma-separated seeds: train lab 3's VAE and measure its test "
                              "negative ELBO and importance-sampled NLL")
+    parser.add_argument("--second-evaluator", nargs="+", default=[], metavar="SAMPLES",
+                        help="CIFAR-10 sample files (.npy, or the first array of a .npz) to measure in the "
+                             "shipped ResNet18's features (benchmarks/second_evaluator.py)")
     parser.add_argument("--out", default=None, help="also write the Markdown here")
     parser.add_argument("--json", default=None, help="write the raw results as JSON here")
     parser.add_argument("--list", action="store_true", help="list the models and exit")
@@ -146,6 +150,15 @@ def _grading_section(arguments, results):
     )
 
 
+def _second_evaluator_section(arguments, results):
+    from benchmarks import second_evaluator
+
+    sample_sets = {path: second_evaluator.load_samples(path) for path in arguments.second_evaluator}
+    distances = second_evaluator.frechet_distances(sample_sets)
+    results["second_evaluator"] = distances
+    return "### CIFAR-10 samples in a second evaluator\n\n" + second_evaluator.format_table(distances)
+
+
 def _likelihood_section(arguments, results):
     from benchmarks.likelihood import format_likelihood_table, lab3_likelihood
 
@@ -184,6 +197,8 @@ def main(argv=None):
         sections.append(_grading_section(arguments, results))
     if arguments.lab3_likelihood:
         sections.append(_likelihood_section(arguments, results))
+    if arguments.second_evaluator:
+        sections.append(_second_evaluator_section(arguments, results))
     text = "\n\n".join(sections) + "\n"
     print(text)
     if arguments.out:

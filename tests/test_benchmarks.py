@@ -196,3 +196,50 @@ def test_mixed_bfloat16_runs_both_sides_in_bf16_and_restores_the_policy():
     assert "| fit mixed_bfloat16 |" in step_time.format_table([result])
     with pytest.raises(ValueError, match="Received: precision='fp8'"):
         step_time.measure_case(step_time.CASES["lab3_dense_vae"], precision="fp8")
+
+
+def test_second_evaluator_rejects_files_that_hold_no_cifar_samples(tmp_path):
+    from benchmarks import second_evaluator
+
+    grey = tmp_path / "grey digits.npy"
+    np.save(grey, np.zeros((4, 28, 28, 1), dtype="float32"))
+    with pytest.raises(ValueError, match=r"Received: shape=\(4, 28, 28, 1\)"):
+        second_evaluator.load_samples(grey)
+    bright = tmp_path / "bright.npz"
+    np.savez(bright, samples=np.full((4, 32, 32, 3), 255.0, dtype="float32"))
+    with pytest.raises(ValueError, match="max=255"):
+        second_evaluator.load_samples(bright)
+    fine = tmp_path / "fine.npz"
+    np.savez(fine, samples=np.full((4, 32, 32, 3), 0.5, dtype="float16"))
+    assert second_evaluator.load_samples(fine).dtype == np.float32
+
+
+def test_second_evaluator_puts_real_images_near_and_noise_far(tmp_path):
+    import subprocess
+
+    from course_lib.data import load_cifar10
+
+    from benchmarks import second_evaluator
+
+    # Real images the reference statistics do not use (after images 10,000-19,999), and blurred ones.
+    train, _ = load_cifar10("train", limit=21000)
+    real = train[20000:21000]
+    blurred = (real + np.roll(real, 1, axis=1) + np.roll(real, 1, axis=2) + np.roll(real, (1, 1), axis=(1, 2))) / 4
+    paths = [tmp_path / "real images.npy", tmp_path / "blurred.npy"]
+    np.save(paths[0], real)
+    np.save(paths[1], blurred.astype("float16"))
+    out = tmp_path / "second.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--no-step-time", "--second-evaluator", *map(str, paths),
+         "--json", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    distances = json.loads(out.read_text())["second_evaluator"]
+    noise = distances["uniform noise"]
+    assert distances["real (held-out test)"] < 0.1 * noise
+    assert distances[str(paths[0])] < 0.1 * noise
+    assert distances[str(paths[0])] < distances[str(paths[1])] < noise
+    assert distances["mean image"] > 0.5 * noise
+    assert f"| {paths[1]} |" in completed.stdout
+    assert second_evaluator.REFERENCE_START + second_evaluator.REFERENCE_COUNT <= 20000

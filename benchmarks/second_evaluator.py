@@ -1,0 +1,96 @@
+"""A second, independent judge of CIFAR-10 samples: Fréchet distances in the shipped ResNet18's features.
+
+The grader's CIFAR-10 evaluator (`autograder/evaluators.py`) is one network. Whether lab 4's
+samples are away from noise should not depend on it alone, so this benchmark measures the
+same samples in another network trained separately: the course's CIFAR-10 ResNet18
+(`course_lib.resnet.CIFAR10_WEIGHTS`, stages 1-3, 85.2% on the exact test images), with its
+globally averaged third-stage features (256 numbers per image). The reference statistics come
+from CIFAR-10 training images that the fast profile does not train on; held-out real images,
+uniform noise and the mean image are measured beside the sample sets.
+"""
+
+import pathlib
+
+import numpy as np
+
+# Training images 10,000-19,999: outside lab 4's fast training set (the first 10,000).
+REFERENCE_START = 10000
+REFERENCE_COUNT = 10000
+BASELINE_COUNT = 1000
+FEATURE_BATCH_SIZE = 250
+BASELINE_SEED = 0
+STAGES = 3
+IMAGE_SHAPE = (32, 32, 3)
+
+
+def feature_model():
+    """The ResNet18 feature extractor: RGB images in [0, 1] -> pooled stage-3 features (256,)."""
+    import keras
+
+    from course_lib.image_layers import ImageNetNormalization
+    from course_lib.resnet import CIFAR10_WEIGHTS, build_resnet18
+
+    inputs = keras.Input(IMAGE_SHAPE)
+    backbone = build_resnet18(IMAGE_SHAPE, include_top=False, pooling="avg", weights=str(CIFAR10_WEIGHTS),
+                              stages=STAGES, verbose=False)
+    return keras.Model(inputs, backbone(ImageNetNormalization()(inputs)), name="second_evaluator")
+
+
+def load_samples(path):
+    """Images (N, 32, 32, 3) in [0, 1] from a `.npy` file or the first array of a `.npz` file.
+
+    Raises:
+        ValueError: if the file holds no such images.
+    """
+    path = pathlib.Path(path)
+    loaded = np.load(path)
+    images = loaded[loaded.files[0]] if isinstance(loaded, np.lib.npyio.NpzFile) else loaded
+    images = np.asarray(images, dtype="float32")
+    if images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE or images.shape[0] < 2:
+        raise ValueError(f"Expected CIFAR-10 samples of shape (N >= 2, 32, 32, 3) in {path}. "
+                         f"Received: shape={images.shape}")
+    if not np.all(np.isfinite(images)) or images.min() < 0.0 or images.max() > 1.0:
+        raise ValueError(f"Expected finite values in [0, 1] in {path}. "
+                         f"Received: min={images.min()}, max={images.max()}")
+    return images
+
+
+def frechet_distances(sample_sets, reference_count=REFERENCE_COUNT, baseline_count=BASELINE_COUNT):
+    """Fréchet distance of each image set, and of the baselines, to real CIFAR-10 images.
+
+    Args:
+        sample_sets: {name: images (N, 32, 32, 3) in [0, 1]}.
+        reference_count: training images (from REFERENCE_START) that give the reference statistics.
+        baseline_count: images in each baseline set.
+
+    Returns:
+        {name: distance}: the baselines "real (held-out test)", "uniform noise", "mean image",
+        then the sample sets.
+    """
+    from autograder import quality
+    from course_lib.data import load_cifar10
+
+    model = feature_model()
+
+    def statistics(images):
+        return quality.feature_statistics(model.predict(images, batch_size=FEATURE_BATCH_SIZE, verbose=0))
+
+    train, _ = load_cifar10("train", limit=REFERENCE_START + reference_count)
+    reference = statistics(train[REFERENCE_START:])
+    test, _ = load_cifar10("test", limit=baseline_count, exact_only=True)
+    rng = np.random.default_rng(BASELINE_SEED)
+    sets = {
+        "real (held-out test)": test,
+        "uniform noise": rng.uniform(size=(baseline_count, *IMAGE_SHAPE)).astype("float32"),
+        "mean image": np.repeat(train[:REFERENCE_START].mean(axis=0, keepdims=True), baseline_count, axis=0),
+    }
+    sets.update(sample_sets)
+    return {name: float(quality.frechet_distance(*statistics(images), *reference)) for name, images in sets.items()}
+
+
+def format_table(distances):
+    """Markdown table: one row per image set, with its distance relative to uniform noise."""
+    noise = distances["uniform noise"]
+    lines = ["| images | Fréchet distance (ResNet18 stage 3) | / noise |", "|---|---|---|"]
+    lines += [f"| {name} | {value:.2f} | {value / noise:.3f} |" for name, value in distances.items()]
+    return "\n".join(lines) + "\n"
