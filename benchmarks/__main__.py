@@ -58,7 +58,17 @@ def _parse_arguments(argv):
     parser.add_argument("--out", default=None, help="also write the Markdown here")
     parser.add_argument("--json", default=None, help="write the raw results as JSON here")
     parser.add_argument("--list", action="store_true", help="list the models and exit")
-    return parser.parse_args(argv)
+    arguments = parser.parse_args(argv)
+    if arguments.second_evaluator:
+        from benchmarks import second_evaluator
+
+        # Before any measurement: a wrong file should not wait for the step-time tables.
+        for path in arguments.second_evaluator:
+            try:
+                second_evaluator.load_samples(path)
+            except (OSError, ValueError) as error:
+                parser.error(f"--second-evaluator: {error}")
+    return arguments
 
 
 def _load_average():

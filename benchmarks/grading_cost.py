@@ -15,30 +15,34 @@ import sys
 REPORT_NAME = "report.json"
 COST_FIELDS = ("seconds", "notebook_seconds", "peak_memory_mb")
 REPORT_FIELDS = ("lab", "submission", "status", "score", "max_score", "profile") + COST_FIELDS
+# The repository this module belongs to: its solutions are graded whatever the caller's folder.
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOLUTIONS_DIR = pathlib.Path("solutions")
 LABS = ("lab1", "lab2", "lab3", "lab4", "lab5")
 
 
-def solution_notebook(lab, root="."):
+def solution_notebook(lab, root=REPO_ROOT):
     """Path of a lab's solution notebook, `solutions/<lab>/<lab>.ipynb` under `root`."""
     return pathlib.Path(root) / SOLUTIONS_DIR / lab / f"{lab}.ipynb"
 
 
-def grade_command(lab, out_dir, root=".", python=sys.executable):
-    """The grader command line for one lab's solution, as a list of arguments."""
+def grade_command(lab, out_dir, root=REPO_ROOT, python=sys.executable):
+    """The grader command line for one lab's solution, as a list of arguments (paths absolute)."""
     return [
         python, "-m", "autograder", "grade",
-        str(solution_notebook(lab, root)), "--out", str(pathlib.Path(out_dir) / lab),
+        str(solution_notebook(lab, root).absolute()), "--out", str(pathlib.Path(out_dir).absolute() / lab),
     ]
 
 
-def grade_solutions(labs, out_dir, root="."):
+def grade_solutions(labs, out_dir, root=REPO_ROOT):
     """Grades the solution notebooks of `labs` one after the other (one CPU-heavy run at a time).
 
     Args:
         labs: lab names, e.g. `["lab1", "lab3"]`.
-        out_dir: folder for the reports (one sub-folder per lab).
-        root: repository root (where `solutions/` and `autograder/` are).
+        out_dir: folder for the reports (one sub-folder per lab); a relative path is taken
+            from the current folder, not from `root`.
+        root: repository root (where `solutions/` and `autograder/` are); by default the
+            one of this module.
 
     Returns:
         The return code of each grader run, by lab.

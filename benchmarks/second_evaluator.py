@@ -40,10 +40,17 @@ def load_samples(path):
     """Images (N, 32, 32, 3) in [0, 1] from a `.npy` file or the first array of a `.npz` file.
 
     Raises:
+        FileNotFoundError: if there is no such file.
         ValueError: if the file holds no such images.
     """
     path = pathlib.Path(path)
-    loaded = np.load(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No sample file {str(path)!r} (looked in {pathlib.Path.cwd()}): expected "
+                                "a .npy or .npz file of CIFAR-10 samples")
+    try:
+        loaded = np.load(path)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Expected a .npy or .npz file of CIFAR-10 samples. Received: {path} ({error})") from error
     images = loaded[loaded.files[0]] if isinstance(loaded, np.lib.npyio.NpzFile) else loaded
     images = np.asarray(images, dtype="float32")
     if images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE or images.shape[0] < 2:

@@ -7,12 +7,15 @@
 #   bash scripts/benchmark.sh --models lab3_dense_vae --how fit,train_function   # any options
 #
 # Single-threaded on purpose (shared machines): both sides use 1 torch thread.
+# It runs in the caller's folder, so that relative paths in the options (--second-evaluator
+# FILES, --grading-dir DIR, BENCHMARK_OUT) mean what they mean there.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-source scripts/env.sh
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+bash "$REPO/scripts/setup.sh"
+source "$REPO/scripts/env.sh"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-OUT="${BENCHMARK_OUT:-build/benchmarks}"
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+OUT="${BENCHMARK_OUT:-$REPO/build/benchmarks}"
 mkdir -p "$OUT"
 if [ $# -gt 0 ]; then
   exec python -m benchmarks --out "$OUT/benchmarks.md" --json "$OUT/benchmarks.json" "$@"

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import pathlib
 import sys
 
@@ -127,12 +128,18 @@ def test_read_report_tolerates_missing_cost_fields_and_rejects_non_objects(tmp_p
         grading_cost.read_report(path)
 
 
-def test_grade_command_grades_the_solution_into_a_lab_folder(tmp_path):
+def test_grade_command_grades_the_solution_into_a_lab_folder(tmp_path, monkeypatch):
     command = grading_cost.grade_command("lab2", tmp_path, root="/repo", python="python")
     assert command == [
         "python", "-m", "autograder", "grade",
         "/repo/solutions/lab2/lab2.ipynb", "--out", str(tmp_path / "lab2"),
     ]
+    # From another folder: this repository's solution, the reports where the caller said
+    # (the grader runs in the repository, so a relative --out would land there).
+    monkeypatch.chdir(tmp_path)
+    command = grading_cost.grade_command("lab1", "reports", python="python")
+    assert command[4] == str(pathlib.Path(REPO_ROOT) / "solutions" / "lab1" / "lab1.ipynb")
+    assert command[6] == str(tmp_path / "reports" / "lab1")
     with pytest.raises(FileNotFoundError, match="lab9"):
         grading_cost.grade_solutions(["lab9"], tmp_path, root=tmp_path)
 
@@ -212,6 +219,17 @@ def test_second_evaluator_rejects_files_that_hold_no_cifar_samples(tmp_path):
     fine = tmp_path / "fine.npz"
     np.savez(fine, samples=np.full((4, 32, 32, 3), 0.5, dtype="float16"))
     assert second_evaluator.load_samples(fine).dtype == np.float32
+    # Through the CLI, before any measurement: exit 2 and what was wrong, not a traceback.
+    import subprocess
+
+    for name, expected in (("no such.npy", "No sample file 'no such.npy' (looked in"),
+                           ("grey digits.npy", "Received: shape=(4, 28, 28, 1)")):
+        completed = subprocess.run(
+            [sys.executable, "-m", "benchmarks", "--second-evaluator", name], cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": REPO_ROOT}, capture_output=True, text=True, timeout=300,
+        )
+        assert completed.returncode == 2, completed.stderr[-2000:]
+        assert expected in completed.stderr and "Traceback" not in completed.stderr
 
 
 def test_second_evaluator_puts_real_images_near_and_noise_far(tmp_path):
@@ -225,16 +243,20 @@ def test_second_evaluator_puts_real_images_near_and_noise_far(tmp_path):
     train, _ = load_cifar10("train", limit=21000)
     real = train[20000:21000]
     blurred = (real + np.roll(real, 1, axis=1) + np.roll(real, 1, axis=2) + np.roll(real, (1, 1), axis=(1, 2))) / 4
-    paths = [tmp_path / "real images.npy", tmp_path / "blurred.npy"]
-    np.save(paths[0], real)
+    # Through the documented command, from another folder: one relative path (an odd name),
+    # one absolute; the results go where the caller's relative names point.
+    paths = [pathlib.Path("real images.npy"), tmp_path / "blurred.npy"]
+    np.save(tmp_path / paths[0], real)
     np.save(paths[1], blurred.astype("float16"))
-    out = tmp_path / "second.json"
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--no-step-time", "--second-evaluator", *map(str, paths),
-         "--json", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        ["bash", str(pathlib.Path(REPO_ROOT) / "scripts" / "benchmark.sh"), "--no-step-time", "--second-evaluator",
+         *map(str, paths), "--json", "second.json"],
+        cwd=tmp_path, env={**os.environ, "BENCHMARK_OUT": "bench out"},
+        capture_output=True, text=True, timeout=600,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
+    out = tmp_path / "second.json"
+    assert (tmp_path / "bench out" / "benchmarks.md").is_file()
     distances = json.loads(out.read_text())["second_evaluator"]
     noise = distances["uniform noise"]
     assert distances["real (held-out test)"] < 0.1 * noise
