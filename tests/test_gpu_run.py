@@ -21,9 +21,10 @@ PLAIN_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gpu out")  # a space: the script must quote its paths
     elsewhere = tmp_path_factory.mktemp("elsewhere")
-    environment = dict(os.environ, OUT=str(out))
+    out = elsewhere / "gpu out"  # a space: the script must quote its paths
+    # Relative: taken from the caller's folder, not from the repository the script moves to.
+    environment = dict(os.environ, OUT="gpu out")
     completed = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "gpu_run.sh"), "--tiny"], cwd=elsewhere,
                                env=environment, capture_output=True, text=True, timeout=1500)
     return completed, out
