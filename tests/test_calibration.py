@@ -72,6 +72,22 @@ def test_stored_thresholds_follow_from_the_stored_runs(lab):
                 assert poor["best"] < quantity["threshold"] <= good["worst"]
 
 
+@pytest.mark.parametrize("lab", LAB_NAMES)
+def test_each_measured_entry_was_measured_at_the_profiles_settings(lab):
+    # A threshold holds for the budget its runs trained at: a profile edited after its
+    # calibration (more epochs, another learning rate) needs the calibration run again.
+    import course_lib
+
+    for profile in _measured_profiles(lab):
+        budget = calibration.load(lab)["profiles"][profile]["budget"]
+        settings = course_lib.settings(lab, profile)
+        differences = {key: (budget.get(key, "missing"), settings.get(key, "missing"))
+                       for key in set(budget) | set(settings) if budget.get(key, "missing") != settings.get(key, "missing")}
+        assert not differences, (
+            f"{lab} {profile}: calibrated at other settings, (calibrated, profile) per key: {differences}; "
+            f"run scripts/calibrate_{lab}.py --profile {profile}")
+
+
 def test_a_threshold_that_does_not_separate_is_refused():
     with pytest.raises(calibration.CalibrationError, match=r"worst known-good value 5.0.*best known-poor value 4.0"):
         calibration.quantity("score", "at_least", [5.0, 6.0, 7.0], "seeds", {"noise": 4.0}, "noise", "midpoint", 5.5)
