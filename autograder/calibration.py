@@ -152,10 +152,14 @@ class Thresholds(dict):
         source_profile: the measured profile the values come from.
         measured_on: that profile's machine line.
         why: why `profile` has no measurement of its own ("" when it has).
+        settings_changed: {key: (calibrated, now)} where the profile's settings differ from
+            those its thresholds were measured at (empty when they match).
     """
 
-    def __init__(self, values, lab, profile, source_profile, measured_on, why="", directions=None):
+    def __init__(self, values, lab, profile, source_profile, measured_on, why="", directions=None,
+                 settings_changed=None):
         super().__init__(values)
+        self.settings_changed = dict(settings_changed or {})
         self.lab = lab
         self.profile = profile
         self.source_profile = source_profile
@@ -187,7 +191,11 @@ class Thresholds(dict):
         return self.profile == self.source_profile
 
     def caveat(self):
-        """A sentence for check messages; empty when the profile was measured itself."""
+        """A sentence for check messages; empty when the profile was measured itself, as it is now."""
+        if self.measured and self.settings_changed:
+            changes = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in sorted(self.settings_changed.items()))
+            return (f"Note: the '{self.profile}' profile's settings changed since its thresholds were measured "
+                    f"({changes}); re-run scripts/calibrate_{self.lab}.py --profile {self.profile}.")
         if self.measured:
             return ""
         return (f"Note: the '{self.profile}' profile's thresholds are not measured yet ({self.why}); "
@@ -201,6 +209,7 @@ class Thresholds(dict):
             "measured": self.measured,
             "thresholds_from_profile": self.source_profile,
             "measured_on": self.measured_on,
+            "settings_changed": {key: list(pair) for key, pair in self.settings_changed.items()},
             "note": self.caveat() or "thresholds measured for this profile",
         }
 
@@ -224,8 +233,23 @@ def thresholds(lab_name, profile):
     source = profile if entry.get("measured") else entry["fallback"]
     measured = profiles[source]
     directions = {name: quantity["direction"] for name, quantity in measured["quantities"].items()}
+    changed = _settings_changed(lab_name, profile, measured["budget"]) if source == profile else {}
     return Thresholds(measured["thresholds"], lab_name, profile, source, measured["measured_on"],
-                      why="" if source == profile else entry["why"], directions=directions)
+                      why="" if source == profile else entry["why"], directions=directions,
+                      settings_changed=changed)
+
+
+def _settings_changed(lab_name, profile, budget):
+    """{key: (calibrated, now)} where `profile`'s current settings of the lab differ from `budget`."""
+    from course_lib.profiles import settings
+
+    try:
+        now = settings(lab_name, profile)
+    except ValueError:  # a lab or profile course_lib does not know: nothing to compare with
+        return {}
+    missing = "(not set)"
+    return {key: (budget.get(key, missing), now.get(key, missing)) for key in sorted(set(budget) | set(now))
+            if budget.get(key, missing) != now.get(key, missing)}
 
 
 # --------------------------------------------------------------------- writing

@@ -71,7 +71,7 @@ class _CheckCollector:
             passed = report.passed
             message = "passed" if passed else _failure_message(call)
             used = self.probe_results.thresholds_used
-            if used is not None and not used.measured and not passed:
+            if used is not None and used.caveat() and not passed:
                 message = f"{message} {used.caveat()}"
             self.results[item.name] = CheckResult(
                 name=item.name,

@@ -76,16 +76,29 @@ def test_stored_thresholds_follow_from_the_stored_runs(lab):
 def test_each_measured_entry_was_measured_at_the_profiles_settings(lab):
     # A threshold holds for the budget its runs trained at: a profile edited after its
     # calibration (more epochs, another learning rate) needs the calibration run again.
-    import course_lib
-
     for profile in _measured_profiles(lab):
-        budget = calibration.load(lab)["profiles"][profile]["budget"]
-        settings = course_lib.settings(lab, profile)
-        differences = {key: (budget.get(key, "missing"), settings.get(key, "missing"))
-                       for key in set(budget) | set(settings) if budget.get(key, "missing") != settings.get(key, "missing")}
-        assert not differences, (
-            f"{lab} {profile}: calibrated at other settings, (calibrated, profile) per key: {differences}; "
-            f"run scripts/calibrate_{lab}.py --profile {profile}")
+        changed = calibration.thresholds(lab, profile).settings_changed
+        assert not changed, (f"{lab} {profile}: calibrated at other settings, (calibrated, now) per key: "
+                             f"{changed}; run scripts/calibrate_{lab}.py --profile {profile}")
+
+
+def test_a_check_says_when_the_profile_changed_since_its_calibration(tmp_path, monkeypatch):
+    # Where the profile was edited without a new calibration (an instructor's local change),
+    # the grade still uses the stored thresholds, and a failing check and the report say so.
+    calibrated = calibration.load("lab1")["profiles"]["fast"]["budget"]["epochs"]
+    monkeypatch.setitem(PROFILES["fast"]["lab1"], "epochs", calibrated + 7)
+    monkeypatch.setitem(PROFILES["fast"]["lab1"], "warmup", 3)
+    thresholds = calibration.thresholds("lab1", "fast")
+    assert thresholds.measured
+    assert thresholds.settings_changed == {"epochs": (calibrated, calibrated + 7), "warmup": ("(not set)", 3)}
+    assert f"epochs {calibrated!r} -> {calibrated + 7!r}" in thresholds.caveat()
+    assert "scripts/calibrate_lab1.py --profile fast" in thresholds.caveat()
+    below = thresholds["min_bn_accuracy"] - 0.05
+    verdict = run_checks("lab1", _lab1_probe_dir(tmp_path / "p", below), "fast", only=["test_batch_norm_accuracy"])[0]
+    assert not verdict.passed and verdict.message.endswith(thresholds.caveat())
+    assert verdict.calibration == thresholds.caveat()
+    monkeypatch.undo()
+    assert calibration.thresholds("lab1", "fast").caveat() == ""
 
 
 def test_a_threshold_that_does_not_separate_is_refused():
