@@ -62,10 +62,11 @@ def _parse_arguments(argv):
     if arguments.second_evaluator:
         from benchmarks import second_evaluator
 
-        # Before any measurement: a wrong file should not wait for the step-time tables.
+        # Loaded before any measurement: a wrong file should not wait for the step-time tables.
+        arguments.sample_sets = {}
         for path in arguments.second_evaluator:
             try:
-                second_evaluator.load_samples(path)
+                arguments.sample_sets[path] = second_evaluator.load_samples(path)
             except (OSError, ValueError) as error:
                 parser.error(f"--second-evaluator: {error}")
     return arguments
@@ -163,8 +164,7 @@ def _grading_section(arguments, results):
 def _second_evaluator_section(arguments, results):
     from benchmarks import second_evaluator
 
-    sample_sets = {path: second_evaluator.load_samples(path) for path in arguments.second_evaluator}
-    distances = second_evaluator.frechet_distances(sample_sets)
+    distances = second_evaluator.frechet_distances(arguments.sample_sets)
     results["second_evaluator"] = distances
     return "### CIFAR-10 samples in a second evaluator\n\n" + second_evaluator.format_table(distances)
 

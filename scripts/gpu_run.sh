@@ -8,15 +8,11 @@
 #   Anywhere with this project's .venv (what CI runs):
 #     bash scripts/gpu_run.sh --tiny
 set -uo pipefail
-CALLER="$PWD"
-cd "$(dirname "$0")/.."
-# OUT: where the figures go (default build/gpu-run in the repository; a relative OUT is taken
-# from the folder the command is called in).
-case "${OUT:-}" in
-  "") OUT=build/gpu-run ;;
-  /*) ;;
-  *) OUT="$CALLER/$OUT" ;;
-esac
+REPO="$(cd "$(dirname "$0")/.." && pwd -P)"
+# OUT: where the figures go (default build/gpu-run in the repository). Resolved before moving
+# into the repository: a relative OUT means the caller's folder.
+OUT="$(realpath -m -- "${OUT:-$REPO/build/gpu-run}")"
+cd "$REPO"
 mkdir -p "$OUT"
 if [ -x .venv/bin/python ]; then
   # This project's own environment (scripts/setup.sh), as here and in CI.

@@ -7,21 +7,16 @@
 #                    a relative DIR is taken from the folder the command is called in). The
 #                    folder is emptied first, so it must be new, empty or an earlier output.
 set -euo pipefail
-CALLER="$PWD"
-cd "$(dirname "$0")/.."
-REPO="$PWD"
+REPO="$(cd "$(dirname "$0")/.." && pwd -P)"
 MARKER=".course-reference-grades"
-OUT="${COURSE_OUT:-build/reference-grades}"
-case "$OUT" in
-  /*) ;;
-  *) [ -n "${COURSE_OUT:-}" ] && OUT="$CALLER/$OUT" ;;
-esac
+# Resolved before moving into the repository: a relative COURSE_OUT means the caller's folder.
+OUT="$(realpath -m -- "${COURSE_OUT:-$REPO/build/reference-grades}")"
+cd "$REPO"
 # Before anything else: the folder is deleted below, and only an earlier output may be.
 if [ -d "$OUT" ]; then
-  real_out="$(cd "$OUT" && pwd -P)"
-  case "$(pwd -P)/" in
-    "$real_out"/*)
-      echo "main: COURSE_OUT=${COURSE_OUT:-} is $real_out, which holds the repository: refusing to delete it. Expected a folder for the reports only." >&2
+  case "$REPO/" in
+    "${OUT%/}"/*)
+      echo "main: COURSE_OUT=${COURSE_OUT:-} is $OUT, which holds the repository: refusing to delete it. Expected a folder for the reports only." >&2
       exit 2 ;;
   esac
   if [ -n "$(ls -A "$OUT")" ] && [ ! -e "$OUT/$MARKER" ] && [ ! -f "$OUT/grades.csv" ]; then
