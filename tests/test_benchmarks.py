@@ -232,6 +232,39 @@ def test_second_evaluator_rejects_files_that_hold_no_cifar_samples(tmp_path):
         assert expected in completed.stderr and "Traceback" not in completed.stderr
 
 
+def test_gaussian_blur_matches_a_direct_two_dimensional_convolution():
+    from benchmarks import second_evaluator
+
+    rng = np.random.default_rng(3)
+    images = rng.uniform(size=(2, 9, 11, 3)).astype("float32")
+    sigma = 1.3
+    # The same blur written directly: one 2-D kernel, reflected borders, one output pixel at a time.
+    radius = int(np.ceil(second_evaluator.BLUR_RADIUS_PER_SIGMA * sigma))
+    offsets = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (offsets[:, None] ** 2 + offsets[None, :] ** 2) / sigma**2)
+    kernel /= kernel.sum()
+    padded = np.pad(images, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="reflect")
+    expected = np.zeros_like(images)
+    for row in range(images.shape[1]):
+        for column in range(images.shape[2]):
+            window = padded[:, row:row + 2 * radius + 1, column:column + 2 * radius + 1]
+            expected[:, row, column] = np.einsum("nhwc,hw->nc", window, kernel)
+    blurred = second_evaluator.gaussian_blur(images, sigma)
+    assert blurred.shape == images.shape and blurred.dtype == np.float32
+    np.testing.assert_allclose(blurred, expected, atol=1e-5)
+    # A constant image stays constant; a blur lowers the spread of a noisy one.
+    np.testing.assert_allclose(second_evaluator.gaussian_blur(np.full((1, 8, 8, 3), 0.25), 2.0), 0.25, atol=1e-6)
+    assert blurred.std() < 0.6 * images.std()
+
+
+@pytest.mark.parametrize("sigma, shape", [(0.0, (1, 8, 8, 3)), (-1.0, (1, 8, 8, 3)), (1.0, (8, 8, 3))])
+def test_gaussian_blur_rejects_a_bad_sigma_or_shape(sigma, shape):
+    from benchmarks import second_evaluator
+
+    with pytest.raises(ValueError, match=rf"Received: sigma={sigma}, shape=\({shape[0]}, "):
+        second_evaluator.gaussian_blur(np.zeros(shape), sigma)
+
+
 def test_second_evaluator_puts_real_images_near_and_noise_far(tmp_path):
     import subprocess
 
@@ -263,5 +296,9 @@ def test_second_evaluator_puts_real_images_near_and_noise_far(tmp_path):
     assert distances[str(paths[0])] < 0.1 * noise
     assert distances[str(paths[0])] < distances[str(paths[1])] < noise
     assert distances["mean image"] > 0.5 * noise
+    # The blurred baselines lie between the real images and noise, farther with more blur.
+    blurred_rows = [distances[second_evaluator.blurred_name(sigma)] for sigma in second_evaluator.BLUR_SIGMAS]
+    assert distances["real (held-out test)"] < blurred_rows[0] < blurred_rows[-1] < noise
+    assert f"| {second_evaluator.blurred_name(second_evaluator.BLUR_SIGMAS[-1])} |" in completed.stdout
     assert f"| {paths[1]} |" in completed.stdout
     assert second_evaluator.REFERENCE_START + second_evaluator.REFERENCE_COUNT <= 20000
