@@ -105,10 +105,8 @@ PROFILES = {
         # none kept (BENCHMARKS.md, lab4). What bounds the distance is blur, not the budget or the
         # latent distribution: the test images' own reconstructions score 408.0 (prior samples
         # 410.7), and real images blurred by 2 px 408.9 (BENCHMARKS.md, "what bounds the sample
-        # distance"). Nor is the architecture, at batch 32 either (seeds 0/1, FD against 410.7 /
-        # 424.1 at load 1-2): decoder filters 128/64/32 432.8 / 426.4 (twice the time), a residual
-        # block after each upsampling 428.4 / 442.9, latent 64 430.5, latent 128 458.9, beta 0.5
-        # 415.1, beta 0.25 418.8. Through the grader: calibration/lab4.json.
+        # distance"). Nor, at batch 32, is a wider decoder, residual blocks, a larger latent or a
+        # smaller beta (BENCHMARKS.md, "the levers left"). Through the grader: calibration/lab4.json.
         "lab4": {"train_examples": 10000, "test_examples": 1000, "epochs": 4, "batch_size": 32},
         "lab5": {
             "num_images": 10000,
@@ -172,10 +170,8 @@ PROFILES = {
         },
         "lab3": {"train_examples": None, "test_examples": None, "epochs": 30, "batch_size": 128,
                  "learning_rate": 1e-3},
-        # Lab 4: batch 32 does not help here (seeds 0/1, outside the grader, 5,000 samples): FD
-        # 400.4 / 406.0, test MSE 0.0114, against 401.2 / 414.0 and 0.012-0.014 at 128, for 1,683-
-        # 1,845 s of training on one thread; nor does the wider decoder (filters 128/64/32): 403.0 /
-        # 406.6, MSE 0.0114, 2,645-3,050 s (BENCHMARKS.md, lab4).
+        # Lab 4: batch 32 or a wider decoder lands where batch 128 does (FD 400-407 against 401-414;
+        # BENCHMARKS.md, "the levers left").
         "lab4": {"train_examples": None, "test_examples": None, "epochs": 40, "batch_size": 128},
         "lab5": {
             "num_images": 10000,

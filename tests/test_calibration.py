@@ -93,7 +93,7 @@ def test_a_check_says_when_the_profile_changed_since_its_calibration(tmp_path, m
     assert thresholds.settings_changed == {"epochs": (calibrated, calibrated + 7), "warmup": ("(not set)", 3)}
     assert f"epochs {calibrated!r} -> {calibrated + 7!r}" in thresholds.caveat()
     assert "scripts/calibrate_lab1.py --profile fast" in thresholds.caveat()
-    below = round(thresholds["min_bn_accuracy"] - 0.05, 3)  # a whole number of the 1,000 images
+    below = _accuracy_below(thresholds["min_bn_accuracy"])
     verdict = run_checks("lab1", _lab1_probe_dir(tmp_path / "p", below), "fast", only=["test_batch_norm_accuracy"])[0]
     assert not verdict.passed and verdict.message.endswith(thresholds.caveat())
     assert verdict.calibration == thresholds.caveat()
@@ -155,6 +155,11 @@ def test_an_unknown_profile_names_the_calibrated_ones():
         calibration.thresholds("lab3", "huge")
 
 
+def _accuracy_below(threshold):
+    """An accuracy 5 points under `threshold`, rounded to a whole number of the 1,000 test images."""
+    return round(threshold - 0.05, 3)
+
+
 def _lab1_probe_dir(folder, accuracy_bn):
     """Probe results of lab1 whose model_bn reaches `accuracy_bn` on the exact test images."""
     from course_lib.data import load_cifar10
@@ -194,7 +199,7 @@ def test_a_check_says_when_its_profile_was_not_measured(profile, full_measured, 
     thresholds = calibration.thresholds("lab1", profile)
     if not full_measured and profile == "full":
         assert not thresholds.measured and thresholds.source_profile == "fast"
-    below = round(thresholds["min_bn_accuracy"] - 0.05, 3)  # a whole number of the 1,000 images
+    below = _accuracy_below(thresholds["min_bn_accuracy"])
     results = {r.name: r for r in run_checks("lab1", _lab1_probe_dir(tmp_path / "p", below), profile,
                                               only=["test_batch_norm_accuracy"])}
     verdict = results["test_batch_norm_accuracy"]
