@@ -39,6 +39,7 @@ has are kept in its `measured_so_far` entry (machine, date, budget, seeds, detai
 later session or machine adds the missing seeds instead of starting again.
 """
 
+import datetime
 import functools
 import json
 import math
@@ -404,6 +405,42 @@ def write_partial(path, lab_name, script, description, profile, partial):
                 f"{seeds}; those and the known-poor runs are kept in measured_so_far of {path.name}, and "
                 f"{script} --profile {profile} --seeds ... adds the others"),
         "measured_so_far": dict(partial, seeds=seeds),
+    }
+    _write(path, lab_name, script, description, profiles)
+
+
+def retire_profile(path, lab_name, script, description, profile, why):
+    """Turns a measured profile back into a fallback when what it measured no longer exists.
+
+    For a change to the lab itself (its model, its loss) after which the stored runs describe
+    another notebook: their thresholds are dropped (git history keeps them), never combined
+    with new runs, and the profile's checks use another measured profile's thresholds and say
+    why until it is measured again.
+
+    Args:
+        path, lab_name, script, description: as for `write_profile`.
+        profile: the profile whose thresholds no longer apply.
+        why: what changed, in words (kept in the entry's `why`).
+
+    Raises:
+        CalibrationError: on an empty `why`, a profile not in the file, or a file with no other
+            measured profile to fall back to.
+    """
+    if not isinstance(why, str) or not why.strip():
+        raise CalibrationError(f"Say what changed to retire {profile!r}'s thresholds. Received: why={why!r}")
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    profiles = dict(previous.get("profiles", {}))
+    if profile not in profiles:
+        raise CalibrationError(f"{path} has no profile {profile!r} (profiles: {sorted(profiles)}).")
+    fallback = next((name for name, entry in profiles.items() if name != profile and entry.get("measured")), None)
+    if fallback is None:
+        raise CalibrationError(f"{path}: no other measured profile for {profile!r} to fall back to "
+                               f"(profiles: {sorted(profiles)}); measure one first.")
+    profiles[profile] = {
+        "measured": False,
+        "fallback": fallback,
+        "why": (f"retired on {datetime.date.today().isoformat()}: {why.strip()}; its earlier thresholds are in "
+                f"git history; {script} --profile {profile} --seeds ... measures it again"),
     }
     _write(path, lab_name, script, description, profiles)
 

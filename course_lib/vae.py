@@ -63,6 +63,8 @@ import numpy as np
 import keras  # course_lib/__init__.py has already selected the torch backend
 from keras import layers, ops
 
+from course_lib import resnet
+from course_lib.image_layers import ImageNetNormalization
 from course_lib.autoencoder import (
     decoder_outputs,
     encoder_features,
@@ -83,6 +85,12 @@ BITS_PER_PIXEL_LEVEL = 8.0
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_IMPORTANCE_SAMPLES = 100
 IMPORTANCE_BATCH_SIZE = 32
+# Feature term of lab 4 (`feature_nll`): the shipped CIFAR-10 ResNet18 up to its first stage,
+# 8x8x64 features of a 32x32 image. Later stages are what the grader's second evaluator reads.
+FEATURE_STAGES = 1
+FEATURE_IMAGE_SHAPE = (32, 32, 3)
+MIN_FEATURE_VARIANCE = 1e-6
+_FEATURE_EXTRACTOR = None  # built by the first call of feature_extractor()
 
 
 def kl_divergence(z_mean, z_log_var):
@@ -221,6 +229,77 @@ def gaussian_nll(images, reconstructions, variance):
     num_pixels = ops.cast(ops.shape(squared_error)[1], squared_error.dtype)
     log_normalizer = 0.5 * num_pixels * (math.log(2.0 * math.pi) + ops.log(variance))
     return 0.5 * ops.sum(squared_error, axis=-1) / variance + log_normalizer
+
+
+def feature_extractor():
+    """The frozen feature network of `feature_nll`, built once per process.
+
+    ImageNet normalization, then the stem and first stage of the ResNet18 that ships with
+    the course, pretrained on CIFAR-10 (`course_lib.resnet.CIFAR10_WEIGHTS`). It maps
+    `(batch, 32, 32, 3)` images in [0, 1] to `(batch, 8, 8, 64)` features. Every weight is
+    frozen (`trainable=False`) and the model is not an attribute of any VAE, so it is neither
+    trained nor saved with one.
+
+    Returns:
+        A `keras.Model` named "feature_extractor".
+
+    Raises:
+        FileNotFoundError: if the shipped weights file is missing.
+    """
+    global _FEATURE_EXTRACTOR
+    if _FEATURE_EXTRACTOR is None:
+        backbone = resnet.build_resnet18(
+            input_shape=FEATURE_IMAGE_SHAPE,
+            include_top=False,
+            weights=resnet.CIFAR10_WEIGHTS,
+            name="feature_backbone",
+            verbose=False,
+            stages=FEATURE_STAGES,
+        )
+        inputs = keras.Input(shape=FEATURE_IMAGE_SHAPE, name="image")
+        features = backbone(ImageNetNormalization(name="imagenet_normalization")(inputs))
+        model = keras.Model(inputs, features, name="feature_extractor")
+        model.trainable = False
+        _FEATURE_EXTRACTOR = model
+    return _FEATURE_EXTRACTOR
+
+
+def feature_nll(images, reconstructions):
+    """Gaussian negative log-likelihood of the reconstructions' features, per image, in nats.
+
+    A Gaussian pixel likelihood is minimized by the *average* of the images a code could
+    stand for, which is blurry. Comparing the images also in the features of a network
+    trained on natural images penalizes lost edges and texture that a pixel average hides
+    (a "perceptual" loss). Here the features `f` are those of `feature_extractor()` and the
+    term is `-log N(f(x); f(x_hat), v)` summed over the feature values, with one variance
+    `v` fitted like the pixel term's: the batch's mean squared feature difference, without
+    gradient, floored at `MIN_FEATURE_VARIANCE`. Gradients flow into `reconstructions`
+    only; the network stays frozen and runs in inference mode.
+
+    Args:
+        images: `(batch, 32, 32, 3)` tensor or array in [0, 1].
+        reconstructions: the decoder's outputs, same shape.
+
+    Returns:
+        A backend tensor of shape `(batch,)`.
+
+    Raises:
+        ValueError: if the two shapes differ or are not `(batch, 32, 32, 3)`.
+    """
+    images = ops.convert_to_tensor(images)
+    reconstructions = ops.convert_to_tensor(reconstructions)
+    shape, other = tuple(images.shape), tuple(reconstructions.shape)
+    if shape != other or shape[1:] != FEATURE_IMAGE_SHAPE:
+        raise ValueError(
+            f"feature_nll needs images and reconstructions of the same shape (batch, "
+            f"{', '.join(map(str, FEATURE_IMAGE_SHAPE))}). Received: {shape} and {other}"
+        )
+    batch = shape[0]
+    # One pass over both halves: the network is in inference mode, so they do not interact.
+    features = feature_extractor()(ops.concatenate([images, reconstructions], axis=0), training=False)
+    real, fake = ops.stop_gradient(features[:batch]), features[batch:]
+    variance = ops.maximum(ops.stop_gradient(ops.mean(ops.square(real - fake))), MIN_FEATURE_VARIANCE)
+    return gaussian_nll(real, fake, variance)
 
 
 def _images_from(data):

@@ -254,7 +254,17 @@ def seeds_main(lab, argv, description, measure, quantities, summary, poor_detail
                         help="with --keep-probes: train and probe only (for example while an evaluator is retrained)")
     parser.add_argument("--from-probes", type=pathlib.Path, nargs="+", metavar="DIR",
                         help="measure the runs kept in these --keep-probes folders instead of training")
+    parser.add_argument("--retire", metavar="WHAT_CHANGED",
+                        help="turn --profile's thresholds back into a fallback to another measured profile, "
+                             "saying what changed in the lab since they were measured (no training)")
     arguments = parser.parse_args(argv)
+    if arguments.retire is not None:
+        path = calibration.calibration_path(lab)
+        calibration.retire_profile(path, lab, f"scripts/calibrate_{lab}.py", description, arguments.profile,
+                                   arguments.retire)
+        print(f"the {arguments.profile} entry of {path} now falls back to "
+              f"{calibration.load(lab)['profiles'][arguments.profile]['fallback']!r}")
+        return 0
     if arguments.defer_measure and not arguments.keep_probes:
         parser.error("--defer-measure needs --keep-probes DIR (the runs would be lost)")
     if not arguments.out and not arguments.defer_measure:

@@ -465,16 +465,30 @@ def test_a_malformed_partial_entry_is_refused(damage, words):
 
 
 def test_lab4_refuses_thresholds_that_a_known_poor_sample_model_passes(monkeypatch):
-    # Uniform noise is not a known-poor model of the Fréchet distance (it lies as close as the
-    # reference's samples); the classifier score must then reject it, or no threshold is written.
+    # Every known-poor sample model must fail one sample threshold. Uniform noise is a known-poor
+    # model of the distance; excluded from it (as it was while the reference's samples lay as close
+    # as noise), the classifier score must reject it, or no threshold is written.
     import calibrate_lab4
 
     details = copy.deepcopy(calibration.load("lab4")["profiles"]["fast"]["details"])
     derived = calibrate_lab4.quantities(copy.deepcopy(details))
-    assert "uniform_noise" not in derived["max_frechet_distance"]["known_poor"]["values"]
-    assert "uniform_noise" in derived["min_classifier_score"]["known_poor"]["values"]
     noise = details["bad_generators"]["uniform_noise"]
-    assert noise["frechet_distance"] <= derived["max_frechet_distance"]["threshold"]
+    assert "uniform_noise" in derived["max_frechet_distance"]["known_poor"]["values"]
+    assert noise["frechet_distance"] > derived["max_frechet_distance"]["threshold"]
+
+    # A variant known-poor for the reconstructions only leaves the sample thresholds alone.
+    monkeypatch.setitem(calibrate_lab4.VARIANTS["variance_fixed_at_one"], "poor_for", ("max_reconstruction_mse",))
+    restricted = calibrate_lab4.quantities(copy.deepcopy(details))
+    assert all("variance_fixed_at_one" not in name for name in restricted["max_frechet_distance"]["known_poor"]["values"])
+    assert any("variance_fixed_at_one" in name for name in restricted["max_reconstruction_mse"]["known_poor"]["values"])
+    assert restricted["min_classifier_score"]["threshold"] < derived["min_classifier_score"]["threshold"]
+
+    # Noise as close as the worst reference run, excluded from the distance: the score decides.
+    noise["frechet_distance"] = max(run["frechet_distance"] for run in details["runs"])
+    monkeypatch.setitem(calibrate_lab4.NOT_POOR_FOR, "max_frechet_distance", {"uniform_noise": "as close as the reference"})
+    excluded = calibrate_lab4.quantities(copy.deepcopy(details))
+    assert "uniform_noise" not in excluded["max_frechet_distance"]["known_poor"]["values"]
+    assert "not uniform_noise: as close as the reference" in excluded["max_frechet_distance"]["known_poor"]["what"]
     noise["classifier_score"] = max(run["classifier_score"] for run in details["runs"]) + 0.1
     with pytest.raises(calibration.CalibrationError, match="does not separate"):
         calibrate_lab4.quantities(copy.deepcopy(details))
@@ -482,9 +496,6 @@ def test_lab4_refuses_thresholds_that_a_known_poor_sample_model_passes(monkeypat
     monkeypatch.setitem(calibrate_lab4.NOT_POOR_FOR, "min_classifier_score", {"uniform_noise": "test"})
     with pytest.raises(calibration.CalibrationError, match=r"\['uniform_noise'\] pass both sample thresholds"):
         calibrate_lab4.quantities(details)
-    # A variant known-poor for the reconstructions only leaves the sample thresholds alone.
-    assert all("variance_fixed_at_one" not in name for name in derived["max_frechet_distance"]["known_poor"]["values"])
-    assert any("variance_fixed_at_one" in name for name in derived["max_reconstruction_mse"]["known_poor"]["values"])
 
 
 def test_an_entry_written_from_combined_runs_describes_the_runs_not_the_combiner(lab1_full_unmeasured, tmp_path):
@@ -516,3 +527,35 @@ def test_a_run_measured_now_records_the_kernels_thread_count():
     here = calibration_common.run_origin()["measured_on"]  # the run without a record
     assert measured_on == "; ".join(dict.fromkeys([here, origin["measured_on"]]))
     assert date == origin["date"]
+
+
+def test_retiring_a_profile_drops_its_thresholds_and_its_checks_say_what_changed(tmp_path, monkeypatch):
+    # After the lab itself changes (another loss), a profile's stored runs describe another
+    # notebook: `--retire` turns it into a fallback that says so, without training anything.
+    import calibrate_lab4
+
+    stored = calibration.load("lab4")
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    both_measured = copy.deepcopy(stored)
+    both_measured["profiles"]["full"] = copy.deepcopy(stored["profiles"]["fast"])
+    (folder / "lab4.json").write_text(json.dumps(both_measured))
+    monkeypatch.setattr(calibration, "CALIBRATION_DIR", folder)
+    calibration.load.cache_clear()
+    try:
+        what = "a feature term joined the training loss"
+        assert calibrate_lab4.main(["--profile", "full", "--retire", what]) == 0
+        written = json.loads((folder / "lab4.json").read_text())["profiles"]
+        full = calibration.thresholds("lab4", "full")
+        assert written["fast"] == both_measured["profiles"]["fast"]
+        assert set(written["full"]) == {"measured", "fallback", "why"} and written["full"]["fallback"] == "fast"
+        assert not full.measured and full == calibration.thresholds("lab4", "fast")
+        assert what in full.caveat() and "--profile full --seeds" in full.caveat()
+        # Nothing to fall back to, or nothing said: refused, and the file is unchanged.
+        with pytest.raises(calibration.CalibrationError, match="no other measured profile"):
+            calibrate_lab4.main(["--profile", "fast", "--retire", what])
+        with pytest.raises(calibration.CalibrationError, match="Say what changed"):
+            calibrate_lab4.main(["--profile", "fast", "--retire", "  "])
+        assert json.loads((folder / "lab4.json").read_text())["profiles"] == written
+    finally:
+        calibration.load.cache_clear()

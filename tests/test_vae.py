@@ -1,6 +1,7 @@
 """Tests for course_lib.vae: KL term, Sampling layer, encoder/decoder, VAE, ELBO."""
 
 import math
+from re import escape as re_escape
 
 import numpy as np
 import pytest
@@ -251,6 +252,106 @@ def test_sample_prior_shapes_and_seeds():
     assert not np.allclose(vae_lib.sample_prior(decoder, 10, 3, seed=5), samples)
     with pytest.raises(ValueError, match="num_samples=0"):
         vae_lib.sample_prior(decoder, 0, 3)
+
+
+# ---------------------------------------------------------------- feature term (lab 4)
+
+FEATURE_IMAGES = 256
+BLUR_RADIUS = 1  # a 3x3 box blur
+# Feature error of a 3x3 box blur / of Gaussian noise with the same pixel error, on the first
+# 256 exact CIFAR-10 test images: 3.7 with the shipped weights (0.141 vs 0.038), 2.1 and 2.4
+# with the same network randomly initialized (seeds 0, 1). The threshold is their geometric
+# midpoint: features trained on natural images are what tells blur apart.
+MIN_BLUR_TO_NOISE_RATIO = 3.0
+
+
+def _exact_cifar_test(count):
+    return data.load_cifar10("test", limit=count, exact_only=True)[0]
+
+
+def _box_blur(images, radius):
+    padded = np.pad(images, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="edge")
+    side = 2 * radius + 1
+    height, width = images.shape[1:3]
+    windows = [padded[:, i : i + height, j : j + width] for i in range(side) for j in range(side)]
+    return (sum(windows) / side**2).astype("float32")
+
+
+def test_feature_nll_is_per_image_and_lowest_for_a_perfect_reconstruction():
+    images = _exact_cifar_test(8)
+    noise = 0.05 * np.random.default_rng(0).standard_normal(images.shape)
+    noisy = np.clip(images + noise, 0.0, 1.0).astype("float32")
+    perfect = _numpy(vae_lib.feature_nll(images, images))
+    imperfect = _numpy(vae_lib.feature_nll(images, noisy))
+    assert perfect.shape == imperfect.shape == (8,)
+    assert np.all(np.isfinite(imperfect)) and np.all(perfect < imperfect)
+
+
+def test_feature_nll_penalizes_blur_more_than_noise_of_equal_pixel_error():
+    images = _exact_cifar_test(FEATURE_IMAGES)
+    blurred = _box_blur(images, BLUR_RADIUS)
+    pixel_error = np.sqrt(np.mean((blurred - images) ** 2))
+    noise = pixel_error * np.random.default_rng(0).standard_normal(images.shape)
+    noisy = np.clip(images + noise, 0.0, 1.0).astype("float32")
+    assert np.mean((noisy - images) ** 2) == pytest.approx(pixel_error**2, rel=0.1)
+
+    features = vae_lib.feature_extractor()
+    real = _numpy(features(images))
+
+    def feature_error(reconstructions):
+        return float(np.mean((_numpy(features(reconstructions)) - real) ** 2))
+
+    ratio = feature_error(blurred) / feature_error(noisy)
+    assert ratio > MIN_BLUR_TO_NOISE_RATIO, ratio
+    # The loss itself orders them alike (its variance is the batch's feature error).
+    assert np.mean(_numpy(vae_lib.feature_nll(images, blurred))) > np.mean(
+        _numpy(vae_lib.feature_nll(images, noisy))
+    )
+
+
+def test_feature_nll_trains_the_decoder_and_never_the_feature_network():
+    extractor = vae_lib.feature_extractor()
+    assert extractor is vae_lib.feature_extractor()  # built once per process
+    assert extractor.trainable_weights == [] and extractor.output.shape[1:] == (8, 8, 64)
+    frozen_before = [_numpy(weight).copy() for weight in extractor.weights]
+
+    course_lib.set_seed(0)
+    decoder = vae_lib.build_decoder(CIFAR_SHAPE, latent_dim=4)
+    optimizer = keras.optimizers.Adam(1e-2)
+    decoder_before = [_numpy(weight).copy() for weight in decoder.trainable_weights]
+    images = _exact_cifar_test(8)
+    codes = np.random.default_rng(0).standard_normal((8, 4)).astype("float32")
+    reconstructions = decoder(codes, training=True)
+    keras.ops.mean(vae_lib.feature_nll(images, reconstructions)).backward()
+    gradients = [weight.value.grad for weight in decoder.trainable_weights]
+    assert all(gradient is not None for gradient in gradients)
+    assert all(weight.value.grad is None for weight in extractor.weights)
+    with torch.no_grad():
+        optimizer.apply(gradients, decoder.trainable_weights)
+
+    assert any(not np.array_equal(_numpy(weight), before)
+               for weight, before in zip(decoder.trainable_weights, decoder_before))
+    for weight, before in zip(extractor.weights, frozen_before):  # BN statistics included
+        np.testing.assert_array_equal(_numpy(weight), before, err_msg=weight.path)
+    # Not tracked by a VAE: neither trained with it nor saved in its file.
+    model = vae_lib.VAE(vae_lib.build_encoder(CIFAR_SHAPE, 4), decoder, likelihood="gaussian")
+    assert not {id(weight) for weight in model.weights} & {id(weight) for weight in extractor.weights}
+
+
+def test_feature_extractor_holds_the_shipped_cifar10_weights():
+    from course_lib import resnet
+
+    stem_kernel = np.load(resnet.CIFAR10_WEIGHTS)["conv1.weight"]  # torch layout (out, in, h, w)
+    layer = vae_lib.feature_extractor().get_layer("feature_backbone").get_layer("conv1")
+    np.testing.assert_allclose(_numpy(layer.kernel), stem_kernel.transpose(2, 3, 1, 0), rtol=1e-3)
+
+
+@pytest.mark.parametrize("reconstruction_shape", [(4, 32, 32, 1), (4, 28, 28, 3), (3, 32, 32, 3)])
+def test_feature_nll_rejects_other_shapes(reconstruction_shape):
+    images = np.zeros((4, 32, 32, 3), dtype="float32")
+    expected = re_escape(f"(4, 32, 32, 3) and {reconstruction_shape}")
+    with pytest.raises(ValueError, match=expected):
+        vae_lib.feature_nll(images, np.zeros(reconstruction_shape, dtype="float32"))
 
 
 # ---------------------------------------------------------------- saving

@@ -397,8 +397,8 @@ def test_prior_sample_quality(probe):
         raise CheckFailure(
             f"Samples of vae.decoder from N(0, I) ({report['num_samples']} codes): "
             + "; ".join(problems[:MAX_BAD_SHOWN])
-            + ". Was the model trained with the KL term, as the notebook says: SETTINGS['epochs'] "
-            "epochs in batches of SETTINGS['batch_size']?"
+            + ". Was the model the notebook's CifarVAE (its KL term with BETA and its feature term), trained "
+            "as the notebook says: SETTINGS['epochs'] epochs in batches of SETTINGS['batch_size']?"
         )
 
 
