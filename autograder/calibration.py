@@ -368,6 +368,11 @@ def _write(path, lab_name, script, description, profiles):
     load.cache_clear()
 
 
+def _measured_other_than(profiles, profile):
+    """The first measured profile other than `profile` (a fallback for it), or None."""
+    return next((name for name, entry in profiles.items() if name != profile and entry.get("measured")), None)
+
+
 def write_partial(path, lab_name, script, description, profile, partial):
     """Keeps the runs of a profile that has too few of them for thresholds (`measured_so_far`).
 
@@ -393,7 +398,7 @@ def write_partial(path, lab_name, script, description, profile, partial):
             f"replace its thresholds by {len(partial['seeds'])} run(s). Combine the new runs with its "
             f"runs (--combine {path}) to measure it again."
         )
-    fallback = old.get("fallback") or next((name for name, entry in profiles.items() if entry.get("measured")), None)
+    fallback = old.get("fallback") or _measured_other_than(profiles, profile)
     if fallback is None:
         raise CalibrationError(f"{path}: no measured profile for {profile!r} to fall back to "
                                f"(profiles: {sorted(profiles)}).")
@@ -432,7 +437,7 @@ def retire_profile(path, lab_name, script, description, profile, why):
     profiles = dict(previous.get("profiles", {}))
     if profile not in profiles:
         raise CalibrationError(f"{path} has no profile {profile!r} (profiles: {sorted(profiles)}).")
-    fallback = next((name for name, entry in profiles.items() if name != profile and entry.get("measured")), None)
+    fallback = _measured_other_than(profiles, profile)
     if fallback is None:
         raise CalibrationError(f"{path}: no other measured profile for {profile!r} to fall back to "
                                f"(profiles: {sorted(profiles)}); measure one first.")
